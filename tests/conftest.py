@@ -1,0 +1,80 @@
+"""Shared fixtures: a state DB on SQLite and on PostgreSQL, for every store test.
+
+PostgreSQL comes from `$TRACKER_TEST_PG_URL` (default: the local server at 127.0.0.1:5432,
+database `test`). Where none answers, PostgreSQL tests skip with the reason, unless
+`$TRACKER_REQUIRE_PG` is set (CI sets it), which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tracker.store import Store
+
+PG_URL = os.environ.get("TRACKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = bool(os.environ.get("TRACKER_REQUIRE_PG"))
+
+
+def _pg_unavailable() -> str | None:
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # any failure means: no usable server
+        return f"PostgreSQL at {make_url(PG_URL).render_as_string()} unavailable: {error}"
+    return None
+
+
+_PG_SKIP_REASON = _pg_unavailable()
+
+
+def require_postgres() -> None:
+    """Skip (or, under CI, fail) a test that needs PostgreSQL when there is none."""
+    if _PG_SKIP_REASON is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"TRACKER_REQUIRE_PG is set but {_PG_SKIP_REASON}")
+    pytest.skip(_PG_SKIP_REASON)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a fresh, empty PostgreSQL schema, dropped after the test."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    """The URL of a new, empty state DB: once on a SQLite file, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(db_url) -> Iterator[Store]:
+    with Store.open(db_url) as opened:
+        yield opened

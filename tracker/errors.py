@@ -1,0 +1,43 @@
+"""Errors the user can act on, each with its documented exit code.
+
+Anything raised as a `TrackerError` is shown as one line on stderr (no traceback) and ends
+the command with `exit_code`. Exit codes are part of the CLI's contract (see README).
+"""
+
+from __future__ import annotations
+
+
+class TrackerError(Exception):
+    """A failure with a one-line explanation for the user."""
+
+    exit_code = 1
+
+
+class UsageError(TrackerError):
+    """Bad arguments: a malformed URL, duration, glob or file."""
+
+    exit_code = 2
+
+
+class S3Error(TrackerError):
+    """S3 refused or could not be reached: unknown bucket, access denied, bad endpoint."""
+
+    exit_code = 3
+
+
+class StateDBError(TrackerError):
+    """The state database cannot be used: bad URL, not a database, read-only, too new."""
+
+    exit_code = 4
+
+
+class SourceNotFound(TrackerError):
+    """A command named a source that the state database does not know."""
+
+    exit_code = 5
+
+
+class Interrupted(TrackerError):
+    """Ctrl-C: committed work is kept; the message says how to resume."""
+
+    exit_code = 130

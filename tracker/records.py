@@ -1,0 +1,170 @@
+"""Plain values passed between the store, the lister, the stream and the CLI. No I/O here."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tracker.models import Answer, ItemState
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A source as stored: its id, bucket and prefix."""
+
+    id: int
+    bucket: str
+    prefix: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the listing of a source stands."""
+
+    continuation_token: str | None
+    last_key: str | None
+    pages_listed: int
+    keys_listed: int
+    exhausted_at: datetime | None
+    updated_at: datetime | None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.exhausted_at is not None
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object from a ListObjectsV2 page."""
+
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A key handed to one owner until `expires_at`."""
+
+    key: str
+    size: int | None
+    etag: str | None
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """One answer from Prodigy (or from `prodigy db-out`), reduced to what we keep."""
+
+    key: str
+    answer: Answer
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One item as shown by `tracker keys` and the dry runs."""
+
+    id: int
+    key: str
+    state: ItemState
+    answer: Answer | None
+    session_id: str | None
+    lease_owner: str | None
+    served_at: datetime | None
+    failure_reason: str | None
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Which items an operator command acts on; every field given must match."""
+
+    states: frozenset[ItemState] | None = None
+    answers: frozenset[Answer] | None = None
+    owner: str | None = None
+    session: str | None = None
+    keys: frozenset[str] | None = None
+    #: A shell glob over the whole key; `*` also matches `/`.
+    match: str | None = None
+    served_before: datetime | None = None
+
+    def matches_key(self, key: str) -> bool:
+        return self.match is None or fnmatch.fnmatchcase(key, self.match)
+
+
+@dataclass
+class Counts:
+    """A source's numbers for `tracker status`."""
+
+    by_state: dict[ItemState, int] = field(default_factory=dict)
+    by_answer: dict[Answer, int] = field(default_factory=dict)
+    expired_leases: int = 0
+    annotated_last_hour: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+    def state(self, state: ItemState) -> int:
+        return self.by_state.get(state, 0)
+
+
+@dataclass(frozen=True)
+class ExistingAnswer:
+    """What the store already holds for a key that an answer names."""
+
+    id: int
+    state: ItemState
+    answer: Answer | None
+    session_id: str | None
+
+
+@dataclass
+class AnswerPlan:
+    """What recording a batch of answers must write, decided without touching the DB."""
+
+    #: item id -> the answer that annotates it first.
+    first: dict[int, AnswerRecord] = field(default_factory=dict)
+    #: item id -> how many more distinct answers arrived for an annotated key.
+    extra: dict[int, int] = field(default_factory=dict)
+    #: Keys never listed (e.g. imported answers): inserted as annotated, with their count.
+    unknown: dict[str, tuple[AnswerRecord, int]] = field(default_factory=dict)
+
+
+def plan_answers(
+    answers: Iterable[AnswerRecord], existing: dict[str, ExistingAnswer]
+) -> AnswerPlan:
+    """Decide how each answer changes the store.
+
+    The first answer for a key sets its state and answer; a later, different answer (another
+    session, or the same session changing its mind) only counts; the same answer from the
+    same session again is a no-op, so replaying a batch is idempotent.
+    """
+    plan = AnswerPlan()
+    seen: dict[str, tuple[Answer | None, str | None]] = {
+        key: (row.answer, row.session_id)
+        for key, row in existing.items()
+        if row.state is ItemState.ANNOTATED
+    }
+    for record in answers:
+        previous = seen.get(record.key)
+        if previous == (record.answer, record.session_id):
+            continue
+        seen[record.key] = (record.answer, record.session_id)
+        row = existing.get(record.key)
+        if row is None:
+            first, count = plan.unknown.get(record.key, (record, 0))
+            plan.unknown[record.key] = (first, count + 1)
+        elif previous is None:
+            plan.first[row.id] = record
+        else:
+            plan.extra[row.id] = plan.extra.get(row.id, 0) + 1
+    return plan
