@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.s3servers import MotoServer
+from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tracker.store import Store
 
 PG_URL = os.environ.get("TRACKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -78,3 +80,40 @@ def db_url(request) -> str:
 def store(db_url) -> Iterator[Store]:
     with Store.open(db_url) as opened:
         yield opened
+
+
+# -- S3 servers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS process for the whole run (it takes ~15 s to start)."""
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def moto_server(tmp_path) -> Iterator[MotoServer]:
+    """A fresh moto server process for one test; `.restart()` kills its tokens."""
+    server = MotoServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch) -> None:
+    """Static test credentials in the environment, as boto3's chain would find them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+
+
+@pytest.fixture
+def bucket(seaweedfs, s3_env) -> str:
+    """A new, empty bucket on the session's SeaweedFS."""
+    name = f"b-{uuid.uuid4().hex[:16]}"
+    seaweedfs.client().create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,75 @@
+"""Real S3 server processes for the tests: moto's server (fault injection) beside SeaweedFS.
+
+SeaweedFS (`tracker.locals3.SeaweedFS`) is the listing suite's server. moto's server starts
+in about a second, keeps AWS's key rules, and forgets its continuation tokens when it is
+restarted, which is how the tests kill a saved token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from tracker.locals3 import ACCESS_KEY, SECRET_KEY, free_port
+
+
+class MotoServer:
+    """`moto_server` on a loopback port that stays the same across restarts."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"moto-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        moto = Path(sys.executable).parent / "moto_server"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        client = self.client(max_attempts=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                client.list_buckets()
+                return self
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto_server did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every bucket, object and token is gone."""
+        self.stop()
+        self.start()
+
+    def client(self, *, max_attempts: int = 3):  # type: ignore[no-untyped-def]
+        return boto3.session.Session(
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        ).client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": max_attempts}),
+        )

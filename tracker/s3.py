@@ -1,0 +1,119 @@
+"""Talking to S3: one place that builds boto3 clients and turns S3's errors into one line.
+
+Credentials, region and endpoint come from boto3's own chain (environment, profile, config
+files, `AWS_ENDPOINT_URL_S3`); nothing here stores or prints them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from tracker.errors import S3Error, UsageError
+from tracker.s3uri import format_s3_uri
+
+#: Retries for throttling (503 SlowDown), 5xx answers and dropped connections.
+RETRIES = {"mode": "standard", "max_attempts": 5}
+
+#: Codes that say the request itself is refused, whatever we send: never worth a retry.
+FATAL_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidBucketName",
+        "403",
+        "404",
+    }
+)
+
+
+def make_client(
+    endpoint_url: str | None = None,
+    *,
+    profile: str | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> Any:
+    """An S3 client from boto3's normal configuration chain.
+
+    An explicit endpoint (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`) means an
+    S3-compatible server, usually on a host name that has no per-bucket subdomains: use
+    path-style addressing there.
+    """
+    endpoint = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    retries = dict(RETRIES, max_attempts=max_attempts or RETRIES["max_attempts"])
+    config = Config(
+        retries=retries,  # type: ignore[arg-type]
+        connect_timeout=10,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if endpoint else None,
+    )
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        return session.client("s3", endpoint_url=endpoint_url, config=config)
+    except BotoCoreError as error:
+        raise S3Error(f"cannot set up S3: {error}") from None
+    except ValueError as error:  # e.g. a malformed endpoint URL
+        raise UsageError(f"bad S3 endpoint {endpoint_url!r}: {error}") from None
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def describe(error: Exception, bucket: str, key: str | None = None) -> str:
+    """One line that says what went wrong, in the user's terms, without secrets."""
+    where = format_s3_uri(bucket, key or "")
+    if isinstance(error, ClientError):
+        code = error_code(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"NoSuchBucket"} or (code == "404" and key is None):
+            return f"bucket {bucket!r} does not exist"
+        if code in {"NoSuchKey", "404"}:
+            return f"{where} does not exist"
+        if code in {"AccessDenied", "AllAccessDisabled", "403"}:
+            return f"access denied to {where}"
+        if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}:
+            return f"S3 rejected the credentials ({code}) for {where}"
+        message = error.response.get("Error", {}).get("Message") or ""
+        return f"S3 error {code or status} on {where}: {message}".rstrip(": ")
+    if isinstance(error, NoCredentialsError):
+        return (
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or configure ~/.aws)"
+        )
+    if isinstance(error, BotoConnectionError):
+        return f"cannot reach S3 ({type(error).__name__}): {error}"
+    if isinstance(error, ParamValidationError):
+        return f"invalid S3 request for {where}: {error}".replace("\n", " ")
+    return f"S3 failure on {where}: {error}"
+
+
+@contextmanager
+def s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
+    """Turn boto3's exceptions into one-line `S3Error`s."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise S3Error(describe(error, bucket, key)) from None
