@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tracker.errors import S3Error
+from tracker.errors import S3Error, SourceNotFound
 from tracker.filters import KeyFilter
 from tracker.records import ListedObject, SourceRef
 from tracker.s3 import FATAL_CODES, describe, error_code
@@ -38,32 +38,63 @@ class Lister:
 
     The position is read from the store once, then carried in memory: during a
     `from_start` pass the stored cursor (which only moves forward) stays where it was.
+
+    `source` may be None for a bucket + prefix the store does not know yet (see
+    `Lister.open`): the source is then created only once S3 has answered the first LIST,
+    so an unknown bucket, a denied prefix or bad credentials leave the state DB unchanged.
     """
 
     def __init__(
         self,
         store: Store,
-        source: SourceRef,
+        source: SourceRef | None,
         client: Any,
         key_filter: KeyFilter | None = None,
         *,
         page_size: int = MAX_PAGE_SIZE,
         from_start: bool = False,
         warn: Callable[[str], None] = lambda message: None,
+        bucket: str | None = None,
+        prefix: str = "",
     ) -> None:
+        if source is None and bucket is None:
+            raise ValueError("Lister needs a source, or the bucket of a source to create")
         self.store = store
         self.source = source
+        self.bucket = source.bucket if source is not None else str(bucket)
+        self.prefix = source.prefix if source is not None else prefix
         self.client = client
         self.key_filter = key_filter or KeyFilter()
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self.warn = warn
         self.list_calls = 0
-        if from_start:
+        if from_start or source is None:
             self._token, self._start_after, self._exhausted = None, None, False
         else:
             cursor = store.cursor(source)
             self._token, self._start_after = cursor.continuation_token, cursor.last_key
             self._exhausted = cursor.exhausted
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        bucket: str,
+        prefix: str,
+        client: Any,
+        key_filter: KeyFilter | None = None,
+        **options: Any,
+    ) -> Lister:
+        """A lister for bucket + prefix, whose source is created by its first good page."""
+        try:
+            source: SourceRef | None = store.source(bucket, prefix)
+        except SourceNotFound:
+            source = None
+        return cls(store, source, client, key_filter, bucket=bucket, prefix=prefix, **options)
+
+    @property
+    def uri(self) -> str:
+        return SourceRef(0, self.bucket, self.prefix).uri
 
     @property
     def exhausted(self) -> bool:
@@ -84,6 +115,8 @@ class Lister:
         exhausted = not response.get("IsTruncated", False)
         next_token = response.get("NextContinuationToken")
         last_key = contents[-1]["Key"] if contents else None
+        if self.source is None:
+            self.source = self.store.source(self.bucket, self.prefix, create=True)
         new_keys = self.store.record_page(
             self.source, objects, next_token=next_token, last_key=last_key, exhausted=exhausted
         )
@@ -94,28 +127,33 @@ class Lister:
         return PageResult(keys_seen=len(contents), new_keys=new_keys, exhausted=exhausted)
 
     def _fetch(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self.source.bucket, "MaxKeys": self.page_size}
-        if self.source.prefix:
-            params["Prefix"] = self.source.prefix
+        params: dict[str, Any] = {"Bucket": self.bucket, "MaxKeys": self.page_size}
+        if self.prefix:
+            params["Prefix"] = self.prefix
         if self._token:
             try:
                 return self._call(dict(params, ContinuationToken=self._token))
             except ClientError as error:
                 if error_code(error) in FATAL_CODES:
-                    raise S3Error(describe(error, self.source.bucket)) from None
-                reason = describe(error, self.source.bucket)
+                    raise S3Error(describe(error, self.bucket)) from None
+                # Anything else about a token we sent (AWS: 400 InvalidArgument; moto after a
+                # restart: 500) means S3 will not continue from it. StartAfter is exact.
+                reason = describe(error, self.bucket)
                 self.warn(
                     f"S3 rejected the saved continuation token ({reason}); "
                     "resuming after the last key listed instead"
                 )
                 self._token = None
-                self.store.forget_token(self.source)
+                if self.source is not None:
+                    self.store.forget_token(self.source)
+            except BotoCoreError as error:  # unreachable, dropped after every retry
+                raise S3Error(describe(error, self.bucket)) from None
         if self._start_after:
             params["StartAfter"] = self._start_after
         try:
             return self._call(params)
         except (ClientError, BotoCoreError) as error:
-            raise S3Error(describe(error, self.source.bucket)) from None
+            raise S3Error(describe(error, self.bucket)) from None
 
     def _call(self, params: dict[str, Any]) -> dict[str, Any]:
         self.list_calls += 1

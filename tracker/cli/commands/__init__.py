@@ -2,4 +2,5 @@
 
 from tracker.cli.commands import (  # noqa: F401
     db,
+    sync,
 )
