@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tracker.errors import S3Error, SourceNotFound
 from tracker.filters import KeyFilter
 from tracker.records import ListedObject, SourceRef
-from tracker.s3 import FATAL_CODES, describe, error_code
+from tracker.s3 import FATAL_CODES, describe, error_code, is_throttling
 from tracker.store import Store
 
 #: S3's maximum (and default) number of keys per ListObjectsV2 page.
@@ -130,30 +130,33 @@ class Lister:
         params: dict[str, Any] = {"Bucket": self.bucket, "MaxKeys": self.page_size}
         if self.prefix:
             params["Prefix"] = self.prefix
+        rejected: str | None = None
         if self._token:
             try:
                 return self._call(dict(params, ContinuationToken=self._token))
             except ClientError as error:
-                if error_code(error) in FATAL_CODES:
+                if error_code(error) in FATAL_CODES or is_throttling(error):
                     raise S3Error(describe(error, self.bucket)) from None
                 # Anything else about a token we sent (AWS: 400 InvalidArgument; moto after a
                 # restart: 500) means S3 will not continue from it. StartAfter is exact.
-                reason = describe(error, self.bucket)
-                self.warn(
-                    f"S3 rejected the saved continuation token ({reason}); "
-                    "resuming after the last key listed instead"
-                )
-                self._token = None
-                if self.source is not None:
-                    self.store.forget_token(self.source)
+                rejected = describe(error, self.bucket)
             except BotoCoreError as error:  # unreachable, dropped after every retry
                 raise S3Error(describe(error, self.bucket)) from None
         if self._start_after:
             params["StartAfter"] = self._start_after
         try:
-            return self._call(params)
+            response = self._call(params)
         except (ClientError, BotoCoreError) as error:
             raise S3Error(describe(error, self.bucket)) from None
+        if rejected is not None:
+            # Said only once the fallback worked. The stored token is replaced when this
+            # page is recorded (or cleared if the listing ends), in the same transaction.
+            self._token = None
+            self.warn(
+                f"S3 rejected the saved continuation token ({rejected}); "
+                "resumed after the last key listed instead"
+            )
+        return response
 
     def _call(self, params: dict[str, Any]) -> dict[str, Any]:
         self.list_calls += 1

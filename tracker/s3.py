@@ -48,6 +48,27 @@ FATAL_CODES = frozenset(
 )
 
 
+#: Codes that say "slow down": retried by botocore; after the last retry, an error (never a
+#: reason to give up a continuation token).
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "BandwidthLimitExceeded",
+        "503",
+    }
+)
+
+
+def is_throttling(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(error) in THROTTLING_CODES or status in {429, 503}
+
+
 def make_client(
     endpoint_url: str | None = None,
     *,
