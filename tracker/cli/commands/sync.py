@@ -50,7 +50,8 @@ class Tally:
 
     def line(self) -> str:
         return (
-            f"{self.pages:,} pages, {self.keys:,} keys listed ({self.new:,} new), "
+            f"{self.pages:,} page{'' if self.pages == 1 else 's'}, "
+            f"{self.keys:,} keys listed ({self.new:,} new), "
             f"{self.rate:,.0f} keys/s"
         )
 
