@@ -41,6 +41,7 @@ class Request:
     fault: str | None = None
     first_key: str | None = None
     key_count: int | None = None
+    done: bool = False
 
     @property
     def is_list(self) -> bool:
@@ -65,7 +66,7 @@ class FaultProxy:
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -123,6 +124,20 @@ class FaultProxy:
     def list_count(self) -> int:
         return len(self.lists())
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every request received so far has been answered or failed: a killed
+        client's last request is still forwarded, and must count for the run it came from."""
+        import time
+
+        time.sleep(0.1)  # let bytes already sent by a killed client reach a handler
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(r.done for r in self.requests):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError("the proxy still has requests in flight")
+
     def clear(self) -> None:
         with self.lock:
             self.requests.clear()
@@ -159,13 +174,19 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else None
                 fault = proxy._take_fault(request)
                 request.fault = fault.kind if fault else None
+                try:
+                    self._handle(request, fault, body)
+                finally:
+                    request.done = True
+
+            def _handle(self, request: Request, fault: Fault | None, body: bytes | None) -> None:
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
                 if fault is not None and fault.kind == "slowdown":
-                    self._reply(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
                     request.status = 503
+                    self._reply(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
                     return
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
@@ -208,6 +229,15 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
         return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A killed client resets its connection: expected here, not worth a traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _selector(lists_only: bool) -> Callable[[Request], bool]:
