@@ -196,7 +196,8 @@ def test_sigkill_at_random_points_loses_nothing_and_rereads_at_most_a_page_per_k
     print(
         f"\nrandom kills: {runs.kills} SIGKILLs over {len(runs.lists)} runs; "
         f"{len(served)} pages served for {len(pages)} pages in the listing "
-        f"({again} read twice, most reads of one page: {max(per_page.values())})"
+        f"({again} re-reads, each the first LIST after a kill; "
+        f"most reads of one page: {max(per_page.values())})"
     )
 
 
@@ -249,5 +250,5 @@ def test_20k_objects_interrupted_and_killed_read_each_page_once_plus_one(big_buc
     assert len(served) == len(pages) + again
     print(
         f"\n20k objects: {len(served)} pages served for {len(pages)} pages in the listing "
-        f"over {len(runs.lists)} runs (1 Ctrl-C, {runs.kills} SIGKILLs); read twice: {again}"
+        f"over {len(runs.lists)} runs (1 Ctrl-C, {runs.kills} SIGKILLs); re-reads: {again}"
     )
