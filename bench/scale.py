@@ -56,18 +56,20 @@ def raw_sqlite_floor(path: Path, total: int) -> float:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("INSERT INTO sources (bucket, prefix, created_at) VALUES ('floor', '', '')")
     sql = (
-        "INSERT INTO items (source_id, key, size, etag, last_modified, state, answer_count, "
-        "created_at, updated_at) VALUES (1, ?, ?, ?, ?, 'pending', 0, ?, ?) "
+        "INSERT INTO items (source_id, key, size, etag, last_modified) VALUES (1, ?, ?, ?, ?) "
         "ON CONFLICT (source_id, key) DO NOTHING"
     )
 
     def run() -> None:
         for page in pages(total):
-            now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 sql,
-                [(o.key, o.size, o.etag, now, now, now) for o in page],
+                [
+                    (o.key, o.size, o.etag, o.last_modified.replace(tzinfo=None).isoformat(" "))
+                    for o in page
+                    if o.last_modified is not None
+                ],
             )
             conn.execute("UPDATE listing_cursors SET pages_listed = pages_listed + 1")
             conn.execute("COMMIT")

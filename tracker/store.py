@@ -174,6 +174,7 @@ class Store:
         with self._write() as conn:
             inserted = 0
             if objects:
+                # state, answer_count and timestamps come from the columns' SQL defaults.
                 rows = [
                     {
                         "source_id": source.id,
@@ -181,10 +182,6 @@ class Store:
                         "size": o.size,
                         "etag": o.etag,
                         "last_modified": o.last_modified,
-                        "state": ItemState.PENDING,
-                        "answer_count": 0,
-                        "created_at": now,
-                        "updated_at": now,
                     }
                     for o in objects
                 ]
