@@ -80,7 +80,7 @@ def run(client: Any, bucket: str, keys: list[str], repeats: int) -> Table:
             seed_times, ours_times = [], []
             for attempt in range(repeats):
                 counter.reset()
-                seconds, task = timed(lambda: seed_first_task(client, bucket, dataset))
+                seconds, task = timed(lambda d=dataset: seed_first_task(client, bucket, d))
                 assert task["meta"]["key"] == keys[done], task["meta"]
                 seed_times.append(seconds)
                 seed_calls = (counter.lists, counter.gets)
