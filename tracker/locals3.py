@@ -141,9 +141,10 @@ class SeaweedFS:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            # `weed` takes 20 s and more to honour SIGTERM; its data is thrown away anyway.
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
