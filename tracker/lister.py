@@ -9,6 +9,7 @@ because S3 lists in UTF-8 binary order.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +104,19 @@ class Lister:
 
     def list_page(self) -> PageResult:
         """Fetch the next page, record it with the new cursor, and return what it held."""
-        response = self._fetch()
+        return self._record(self._advance(self._fetch()))
+
+    def _advance(self, response: dict[str, Any]) -> dict[str, Any]:
+        """Move the in-memory position past a fetched page (the next fetch may start)."""
+        contents = response.get("Contents", [])
+        self._exhausted = not response.get("IsTruncated", False)
+        self._token = None if self._exhausted else response.get("NextContinuationToken")
+        if contents:
+            self._start_after = contents[-1]["Key"]
+        return response
+
+    def _record(self, response: dict[str, Any]) -> PageResult:
+        """Commit a fetched page's keys with the cursor that follows them."""
         contents = response.get("Contents", [])
         objects = [
             ListedObject(
@@ -113,17 +126,15 @@ class Lister:
             if self.key_filter.accepts(o["Key"], o.get("Size"))
         ]
         exhausted = not response.get("IsTruncated", False)
-        next_token = response.get("NextContinuationToken")
-        last_key = contents[-1]["Key"] if contents else None
         if self.source is None:
             self.source = self.store.source(self.bucket, self.prefix, create=True)
         new_keys = self.store.record_page(
-            self.source, objects, next_token=next_token, last_key=last_key, exhausted=exhausted
+            self.source,
+            objects,
+            next_token=response.get("NextContinuationToken"),
+            last_key=contents[-1]["Key"] if contents else None,
+            exhausted=exhausted,
         )
-        self._token = None if exhausted else next_token
-        if last_key is not None:
-            self._start_after = last_key
-        self._exhausted = exhausted
         return PageResult(keys_seen=len(contents), new_keys=new_keys, exhausted=exhausted)
 
     def _fetch(self) -> dict[str, Any]:
@@ -171,13 +182,27 @@ class Lister:
     ) -> int:
         """List until exhausted, `max_pages` pages, or `should_stop()`; returns pages read.
 
-        `should_stop` is checked between pages, after each page is committed.
+        The next LIST is sent while the current page is being committed, so the state DB
+        costs almost no listing time; a crash then loses at most that one page in flight,
+        as before. `should_stop` is checked after each page is committed, and before the
+        next LIST is sent.
         """
         pages = 0
-        while max_pages is None or pages < max_pages:
-            page = self.list_page()
-            pages += 1
-            on_page(page)
-            if page.exhausted or should_stop():
-                break
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-list") as pool:
+            in_flight: Future[dict[str, Any]] | None = pool.submit(self._fetch)
+            while in_flight is not None:
+                response = self._advance(in_flight.result())
+                pages += 1
+                more = not self._exhausted and (max_pages is None or pages < max_pages)
+                in_flight = pool.submit(self._fetch) if more and not should_stop() else None
+                try:
+                    page = self._record(response)
+                except BaseException:
+                    if in_flight is not None:
+                        in_flight.cancel()
+                    raise
+                on_page(page)
+                if in_flight is not None and should_stop():
+                    in_flight.cancel()
+                    break
         return pages
