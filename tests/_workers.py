@@ -52,3 +52,22 @@ def claim_and_answer(
     except BaseException as error:
         errors.append(_describe(error))
     results.put((owner, claimed, errors))
+
+
+def answer_keys(
+    url: str, bucket: str, session: str, keys: list[str], batch: int, barrier: Any, results: Any
+) -> None:
+    """Answer `keys` in batches as `session`, racing the other processes doing the same."""
+    errors: list[str] = []
+    try:
+        with Store.open(url) as store:
+            source = store.source(bucket)
+            barrier.wait(timeout=60)
+            for start in range(0, len(keys), batch):
+                store.record_answers(
+                    source,
+                    [AnswerRecord(k, Answer.ACCEPT, session) for k in keys[start : start + batch]],
+                )
+    except BaseException as error:
+        errors.append(_describe(error))
+    results.put((session, errors))

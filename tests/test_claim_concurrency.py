@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from _workers import claim_and_answer
+from _workers import answer_keys, claim_and_answer
 from sqlalchemy import func, select
 
 from tracker.models import ItemState, items
@@ -19,14 +19,12 @@ PROCESSES = 5
 BATCH = 10
 
 
-def run_claimers(url: str, bucket: str) -> list[tuple[str, list[str], list[str]]]:
+def run_processes(target, args_per_process: list[tuple]) -> list:
+    """Start one spawned process per argument tuple (each gets a barrier and a queue last)."""
     context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    barrier, results = context.Barrier(len(args_per_process)), context.Queue()
     processes = [
-        context.Process(
-            target=claim_and_answer, args=(url, bucket, f"p{n}", BATCH, barrier, results)
-        )
-        for n in range(PROCESSES)
+        context.Process(target=target, args=(*args, barrier, results)) for args in args_per_process
     ]
     for process in processes:
         process.start()
@@ -53,7 +51,9 @@ def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):
                 exhausted=start + 1000 >= len(KEYS),
             )
 
-    reports = run_claimers(db_url, "bucket")
+    reports = run_processes(
+        claim_and_answer, [(db_url, "bucket", f"p{n}", BATCH) for n in range(PROCESSES)]
+    )
 
     errors = [error for _, _, errs in reports for error in errs]
     assert errors == [], "\n".join(errors)
@@ -72,3 +72,31 @@ def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):
             assert counts == 1
             answered_by = dict(conn.execute(select(items.c.key, items.c.session_id)).all())
         assert all(answered_by[key] == owner for owner, keys in claimed.items() for key in keys)
+
+
+def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):
+    """Two sessions answer the same keys at the same moment, half of them never listed: the
+    first answer wins each key, the other is counted, and neither caller sees an error."""
+    listed, unlisted = KEYS[:300], [f"imported/{i:04}.jpg" for i in range(300)]
+    with Store.open(db_url) as store:
+        source = store.source("bucket", create=True)
+        store.record_page(
+            source,
+            [ListedObject(k) for k in listed],
+            next_token=None,
+            last_key=listed[-1],
+            exhausted=True,
+        )
+    keys = [k for pair in zip(listed, unlisted, strict=True) for k in pair]
+    reports = run_processes(answer_keys, [(db_url, "bucket", s, keys, BATCH) for s in ("s1", "s2")])
+
+    errors = [error for _, errs in reports for error in errs]
+    assert errors == [], "\n".join(errors)
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        rows = conn.execute(
+            select(items.c.key, items.c.state, items.c.answer_count, items.c.session_id)
+        ).all()
+    assert sorted(r.key for r in rows) == sorted(keys)
+    assert {r.state for r in rows} == {ItemState.ANNOTATED}
+    assert {r.answer_count for r in rows} == {2}, "an answer was lost"
+    assert {r.session_id for r in rows} <= {"s1", "s2"}

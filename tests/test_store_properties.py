@@ -155,12 +155,14 @@ class StoreMachine(RuleBasedStateMachine):
             for k, m in self.model.items()
             if m.state is ItemState.ANNOTATED
         }
+        for key in sorted({k for k, _, _ in batch} - set(self.model)):
+            self._new(key)  # never-listed keys are inserted in key order, then annotated
         became_annotated = 0
         for key, answer, session in batch:
             if last_seen.get(key) == (answer, session):
                 continue
             last_seen[key] = (answer, session)
-            item = self.model.get(key) or self._new(key)
+            item = self.model[key]
             if item.state is ItemState.ANNOTATED:
                 item.answer_count += 1
                 continue
