@@ -15,7 +15,7 @@ from tracker.records import ListedObject
 from tracker.store import Store
 
 KEYS = [f"img/{i:05}.jpg" for i in range(2000)]
-PROCESSES = 5
+PROCESSES = 4
 BATCH = 10
 
 
@@ -77,7 +77,7 @@ def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):
 def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):
     """Two sessions answer the same keys at the same moment, half of them never listed: the
     first answer wins each key, the other is counted, and neither caller sees an error."""
-    listed, unlisted = KEYS[:300], [f"imported/{i:04}.jpg" for i in range(300)]
+    listed, unlisted = KEYS[:200], [f"imported/{i:04}.jpg" for i in range(200)]
     with Store.open(db_url) as store:
         source = store.source("bucket", create=True)
         store.record_page(
