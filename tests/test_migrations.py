@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from tracker.db import head_revision
 from tracker.errors import StateDBError
-from tracker.models import Base
+from tracker.models import Answer, Base
+from tracker.records import AnswerRecord
 from tracker.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +143,19 @@ def test_a_directory_as_sqlite_path_raises_state_db_error(tmp_path):
     with pytest.raises(StateDBError) as error:
         Store.open(f"sqlite:///{tmp_path}")
     one_line(error)
+
+
+def test_a_read_only_database_reads_but_refuses_writes_with_state_db_error(tmp_path):
+    path = tmp_path / "state.db"
+    with Store.open(f"sqlite:///{path}") as store:
+        store.source("bucket", create=True)
+    # SQLite's own read-only mode: chmod does not stop root, which runs CI containers.
+    with Store.open(f"sqlite:///file:{path}?mode=ro&uri=true") as store:
+        source = store.source("bucket")
+        assert store.counts(source).total == 0
+        with pytest.raises(StateDBError) as error:
+            store.record_answers(source, [AnswerRecord("k", Answer.ACCEPT)])
+    assert "readonly" in one_line(error)
 
 
 def test_an_invalid_url_raises_state_db_error():
