@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 
-from _workers import answer_keys, claim_and_answer
 from sqlalchemy import func, select
 
+from tests._workers import answer_keys, claim_and_answer
 from tracker.models import ItemState, items
 from tracker.records import ListedObject
 from tracker.store import Store

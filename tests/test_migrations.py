@@ -12,11 +12,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _workers import open_new_db
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from tests._workers import open_new_db
 from tracker.db import head_revision
 from tracker.errors import StateDBError
 from tracker.models import Answer, Base

@@ -266,11 +266,20 @@ def test_claim_takes_expired_leases_first_with_a_fresh_token(store, src):
     old = store.claim(src, "alice", 2, LEASE, now=T0)
     later = T0 + LEASE + timedelta(seconds=1)
     new = store.claim(src, "bob", 3, LEASE, now=later)
-    assert keys_of(new) == ["a", "b", "c"]
+    assert sorted(keys_of(new)) == ["a", "b", "c"]
     assert new[0].token != old[0].token
     assert new[0].expires_at == later + LEASE
     assert row(store, src, "a").lease_owner == "bob"
     assert row(store, src, "a").lease_token == new[0].token
+
+
+def test_claim_prefers_an_expired_lease_over_an_older_pending_key(store, src):
+    add(store, src, ["a", "b"])
+    store.claim(src, "alice", 2, LEASE, now=T0)
+    store.release(src, "alice", ["a"])  # a: pending again, listed before b
+    later = T0 + 2 * LEASE  # b's lease has expired
+    assert keys_of(store.claim(src, "bob", 1, LEASE, now=later)) == ["b"]
+    assert keys_of(store.claim(src, "bob", 1, LEASE, now=later)) == ["a"]
 
 
 def test_claim_takes_the_longest_expired_lease_first(store, src):
