@@ -22,7 +22,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     select,
     union_all,
     update,
@@ -398,17 +397,26 @@ class Store:
         """Record answers; returns how many keys became annotated.
 
         Never drops an answer: one for a key whose lease expired, or that was re-served to
-        someone else, still annotates it; one for a key never listed inserts it.
+        someone else, still annotates it; one for a key never listed inserts it (in key
+        order). Concurrent writers of one key are serialised, so the first answer wins and
+        the others are counted on PostgreSQL as on SQLite.
         """
         if not answers:
             return 0
         now = now or utcnow()
+        keys = sorted({a.key for a in answers})  # one lock order for every writer
         with self._write() as conn:
-            existing: dict[str, ExistingAnswer] = {}
-            for chunk in batched({a.key for a in answers}, _CHUNK):
-                rows = conn.execute(self._answered_rows, {"in_source": source.id, "keys": chunk})
-                for r in rows:
-                    existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
+            existing = self._lock_answered(conn, source, keys)
+            missing = [k for k in keys if k not in existing]
+            if missing:
+                # Never-listed keys go in as pending rows first, as a listed page would: a
+                # concurrent writer of the same key then waits and counts its answer instead
+                # of failing on the unique constraint. The plan annotates them below.
+                conn.execute(
+                    self._insert(items).on_conflict_do_nothing(index_elements=["source_id", "key"]),
+                    [{"source_id": source.id, "key": key} for key in missing],
+                )
+                existing.update(self._lock_answered(conn, source, missing))
             plan = plan_answers(answers, existing)
             if plan.first:
                 conn.execute(
@@ -428,34 +436,32 @@ class Store:
                     self._count_answer,
                     [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
                 )
-            if plan.unknown:
-                conn.execute(
-                    insert(items),
-                    [
-                        {
-                            "source_id": source.id,
-                            "key": key,
-                            "state": ItemState.ANNOTATED,
-                            "answer": record.answer,
-                            "session_id": record.session_id,
-                            "answer_count": count,
-                            "created_at": now,
-                            "updated_at": now,
-                            "annotated_at": now,
-                        }
-                        for key, (record, count) in plan.unknown.items()
-                    ],
-                )
-            return len(plan.first) + len(plan.unknown)
+            return len(plan.first)
+
+    def _lock_answered(
+        self, conn: Connection, source: SourceRef, keys: Sequence[str]
+    ) -> dict[str, ExistingAnswer]:
+        """The rows for `keys`, locked on PostgreSQL until the transaction ends, so that two
+        writers answering one key at once are serialised: the first answer wins, the second
+        is counted (SQLite's BEGIN IMMEDIATE already serialises every writer)."""
+        existing: dict[str, ExistingAnswer] = {}
+        for chunk in batched(keys, _CHUNK):
+            rows = conn.execute(self._answered_rows, {"in_source": source.id, "keys": chunk})
+            for r in rows:
+                existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
+        return existing
 
     @cached_property
     def _answered_rows(self) -> Any:
-        return select(
-            items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id
-        ).where(
-            items.c.source_id == bindparam("in_source"),
-            items.c.key.in_(bindparam("keys", expanding=True)),
+        query = (
+            select(items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id)
+            .where(
+                items.c.source_id == bindparam("in_source"),
+                items.c.key.in_(bindparam("keys", expanding=True)),
+            )
+            .order_by(items.c.id)
         )
+        return query.with_for_update() if self._pg else query
 
     @cached_property
     def _annotate(self) -> Any:
