@@ -183,9 +183,9 @@ class Lister:
         """List until exhausted, `max_pages` pages, or `should_stop()`; returns pages read.
 
         The next LIST is sent while the current page is being committed, so the state DB
-        costs almost no listing time; a crash then loses at most that one page in flight,
-        as before. `should_stop` is checked after each page is committed, and before the
-        next LIST is sent.
+        costs little listing time; a crash loses at most that one page in flight, as it
+        would without the overlap. `should_stop` is checked before each LIST is sent: a
+        page already in flight is still committed, so a stop never wastes a page.
         """
         pages = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-list") as pool:
@@ -202,7 +202,4 @@ class Lister:
                         in_flight.cancel()
                     raise
                 on_page(page)
-                if in_flight is not None and should_stop():
-                    in_flight.cancel()
-                    break
         return pages
