@@ -2,4 +2,9 @@
 
 from tracker.cli.commands import (  # noqa: F401
     db,
+    keys,
+    requeue,
+    reset,
+    sources,
+    status,
 )
