@@ -202,3 +202,8 @@ def print_keys(keys: Iterable[str]) -> int:
             batch = []
     write_lines(batch)
     return count
+
+
+def count_of(n: int, noun: str) -> str:
+    """`1 key`, `2 keys`, `1,000 keys`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

@@ -12,6 +12,7 @@ from tracker.cli.context import AppContext
 from tracker.cli.output import print_info, stdout
 from tracker.cli.params import (
     DURATION,
+    count_of,
     dry_run_option,
     key_option,
     match_option,
@@ -116,7 +117,7 @@ def requeue(
     store = app.store
     if dry_run:
         count = print_keys(row.key for row in store.iter_items(ref, where) if selected(row))
-        print_info(f"would requeue {count:,} served keys of {ref.uri} (dry run)")
+        print_info(f"would requeue {count_of(count, 'served key')} of {ref.uri} (dry run)")
         return
     if python_filter:
         # Owners and sessions are matched here; the served-state condition is kept in the
@@ -128,4 +129,4 @@ def requeue(
         moved = store.to_pending(ref, where) if chosen else 0
     else:
         moved = store.to_pending(ref, where)
-    stdout.print(f"requeued {moved:,} served keys of {ref.uri} (now pending)")
+    stdout.print(f"requeued {count_of(moved, 'served key')} of {ref.uri} (now pending)")

@@ -11,6 +11,7 @@ from tracker.cli.params import (
     ANSWERS,
     STATES,
     confirm_or_refuse,
+    count_of,
     dry_run_option,
     ensure_can_ask,
     escape_controls,
@@ -109,7 +110,7 @@ def reset(
     store = app.store
     if dry_run:
         count = print_keys(row.key for row in store.iter_items(ref, where))
-        print_info(f"would reset {count:,} keys of {ref.uri} to pending (dry run)")
+        print_info(f"would reset {count_of(count, 'key')} of {ref.uri} to pending (dry run)")
         return
     if not yes:
         ensure_can_ask()
@@ -118,12 +119,12 @@ def reset(
             stdout.print(f"no key of {ref.uri} matches; nothing changed")
             return
         confirm_or_refuse(
-            f"Reset {count:,} keys of {ref.uri} to pending (their recorded answers are "
+            f"Reset {count_of(count, 'key')} of {ref.uri} to pending (their recorded answers are "
             "cleared from the state DB)?",
             yes=yes,
         )
     moved = store.to_pending(ref, where)
-    stdout.print(f"reset {moved:,} keys of {ref.uri} to pending")
+    stdout.print(f"reset {count_of(moved, 'key')} of {ref.uri} to pending")
 
 
 def _reset_listing(app: AppContext, source: str | None, *, yes: bool, dry_run: bool) -> None:
