@@ -2,6 +2,7 @@
 
 from tracker.cli.commands import (  # noqa: F401
     db,
+    demo,
     keys,
     requeue,
     reset,
