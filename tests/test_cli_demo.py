@@ -67,13 +67,15 @@ def test_demo_with_an_explicit_db_and_keep(tmp_path, sqlite_url):
     from tracker.demo import run_demo
     from tracker.store import Store
 
+    work = tmp_path / "work"
+    work.mkdir()
     result = run_demo(Reporter(), db_url=sqlite_url, images=60, page_size=20, keep=True,
-                      workdir=tmp_path)  # fmt: skip
+                      workdir=work)  # fmt: skip
     assert result.restart["LIST"] <= 1
     assert result.seed_restart["LIST"] >= 2
     assert result.reclaimed >= BATCH
     assert result.kept_db
-    assert list(tmp_path.iterdir()) == []  # only the user's DB remains, outside the workdir
+    assert list(work.iterdir()) == []  # only the user's DB remains, outside the workdir
     with Store.open(sqlite_url) as store:
         (source,) = store.sources()
         counts = store.counts(source)

@@ -206,6 +206,18 @@ def _stream_log_to(reporter: Reporter) -> Iterator[None]:
         logger.propagate = propagate
 
 
+def _delete_a_listed_key(store: Any, client: Any, bucket: str, reporter: Reporter) -> None:
+    """Delete the last key listed and not served yet: the stream will find it gone."""
+    source = store.source(bucket, PREFIX)
+    where = ItemFilter(states=frozenset({ItemState.PENDING}))
+    last = None
+    for row in store.iter_items(source, where):
+        last = row.key
+    if last is not None:
+        client.delete_object(Bucket=bucket, Key=last)
+        reporter.note(f"deleted {last} from the bucket (listed, not served yet)")
+
+
 def _answers(tasks: list[dict[str, Any]], rng: random.Random, session: str) -> list[dict]:
     answered = []
     for task in tasks:
@@ -296,12 +308,11 @@ def run_demo(
 
             # -- first session: answer, drop a batch, answer, get killed ---------------------
             before_drop = max(1, (images * 2 // 5) // BATCH)
-            vanished = f"{PREFIX}{2 * BATCH + 5:04d}.png"
             reporter.step(
                 f"Annotating as Prodigy would (owner {owner}, batches of {BATCH}, "
                 f"S3 pages of {page_size} keys): {before_drop} batches answered, one "
                 "dropped by a browser reload, 2 more answered, then the process is killed; "
-                f"meanwhile someone deletes {vanished} from the bucket after it was listed"
+                "meanwhile someone deletes an object from the bucket after it was listed"
             )
             counter.reset()
             first = stream()
@@ -310,8 +321,8 @@ def run_demo(
                 for number in range(before_drop):
                     _answer(first, list(islice(tasks, BATCH)), rng)
                     advance(1)
-                    if number == 0:  # listed (first page), not served yet
-                        client.delete_object(Bucket=bucket, Key=vanished)
+                    if number == 0:
+                        _delete_a_listed_key(store, client, bucket, reporter)
                 dropped = list(islice(tasks, BATCH))  # sent, never answered
                 advance(1)
                 for _ in range(2):
@@ -322,10 +333,11 @@ def run_demo(
             source = store.source(bucket, PREFIX)
             counts = store.counts(source)
             result.annotated_before_restart = counts.state(ItemState.ANNOTATED)
+            held = counts.state(ItemState.SERVED)
+            more = ", and keys claimed for the next one" if held > len(dropped) else ""
             reporter.note(
-                f"killed with {counts.state(ItemState.SERVED)} keys served and unanswered "
-                f"(the dropped batch of {len(dropped)}, and keys claimed for the next one), "
-                f"{result.annotated_before_restart} annotated"
+                f"killed with {held} keys served and unanswered (the dropped batch of "
+                f"{len(dropped)}{more}), {result.annotated_before_restart} annotated"
             )
 
             # -- the restart: what it costs us, and what the seed's approach would cost -----
@@ -349,7 +361,10 @@ def run_demo(
             result.seed_first_key = seed_first_image(client, bucket, PREFIX, in_dataset, page_size)
             result.seed_restart = counter.snapshot()
 
-            after = 5
+            # Only full batches that exist: the stream would otherwise (rightly) wait for
+            # the leases still out.
+            left = images - 1 - result.annotated_before_restart
+            after = max(1, min(5, left // BATCH))
             with reporter.progress("second session", after) as advance:
                 _answer(second, batch, rng)
                 advance(1)
