@@ -66,6 +66,8 @@ class SeaweedFS:
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         return [
             weed_binary(),
+            # glog's files (weed.INFO, weed.ERROR...) go here, not into $TMPDIR.
+            f"-logdir={self.data_dir}",
             "server",
             f"-dir={self.data_dir}",
             "-ip=127.0.0.1",

@@ -601,17 +601,28 @@ class Store:
         """
         now = now or utcnow()
         in_source = items.c.source_id == source.id
+        # One index range count per state and per answer: on SQLite this is about twice as
+        # fast as GROUP BY over the same covering index (no grouping of a million entries).
+        states, answers = list(ItemState), list(Answer)
         with self._read() as conn:
             by_state = conn.execute(
-                select(items.c.state, func.count()).where(in_source).group_by(items.c.state)
-            )
-            counts = Counts(by_state={ItemState(s): n for s, n in by_state})
+                select(
+                    *(
+                        select(func.count()).where(in_source, items.c.state == s).scalar_subquery()
+                        for s in states
+                    )
+                )
+            ).one()
+            counts = Counts(by_state={s: n for s, n in zip(states, by_state, strict=True) if n})
             by_answer = conn.execute(
-                select(items.c.answer, func.count())
-                .where(in_source, items.c.answer.is_not(None))
-                .group_by(items.c.answer)
-            )
-            counts.by_answer = {Answer(a): n for a, n in by_answer}
+                select(
+                    *(
+                        select(func.count()).where(in_source, items.c.answer == a).scalar_subquery()
+                        for a in answers
+                    )
+                )
+            ).one()
+            counts.by_answer = {a: n for a, n in zip(answers, by_answer, strict=True) if n}
             counts.expired_leases = conn.execute(
                 select(func.count()).where(
                     in_source,

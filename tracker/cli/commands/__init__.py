@@ -2,5 +2,11 @@
 
 from tracker.cli.commands import (  # noqa: F401
     db,
+    demo,
+    keys,
+    requeue,
+    reset,
+    sources,
+    status,
     sync,
 )
