@@ -9,7 +9,6 @@ because S3 lists in UTF-8 binary order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,24 +181,15 @@ class Lister:
     ) -> int:
         """List until exhausted, `max_pages` pages, or `should_stop()`; returns pages read.
 
-        The next LIST is sent while the current page is being committed, so the state DB
-        costs little listing time; a crash loses at most that one page in flight, as it
-        would without the overlap. `should_stop` is checked before each LIST is sent: a
-        page already in flight is still committed, so a stop never wastes a page.
+        `should_stop` is checked between pages, after each page is committed. Pages are
+        strictly one after the other: sending the next LIST while a page is being committed
+        would hide the state DB's cost, but a kill could then cost two pages, not one.
         """
         pages = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-list") as pool:
-            in_flight: Future[dict[str, Any]] | None = pool.submit(self._fetch)
-            while in_flight is not None:
-                response = self._advance(in_flight.result())
-                pages += 1
-                more = not self._exhausted and (max_pages is None or pages < max_pages)
-                in_flight = pool.submit(self._fetch) if more and not should_stop() else None
-                try:
-                    page = self._record(response)
-                except BaseException:
-                    if in_flight is not None:
-                        in_flight.cancel()
-                    raise
-                on_page(page)
+        while max_pages is None or pages < max_pages:
+            page = self.list_page()
+            pages += 1
+            on_page(page)
+            if page.exhausted or should_stop():
+                break
         return pages
