@@ -37,8 +37,12 @@ class TrackerGroup(click.Group):
 def _configure_logging(verbose: int) -> None:
     if verbose <= 0:
         return
+    from tracker.redact import RedactSecrets
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets())  # botocore's DEBUG logs print the session token
     logging.basicConfig(
-        stream=sys.stderr,
+        handlers=[handler],
         level=logging.DEBUG if verbose > 1 else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
