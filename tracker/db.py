@@ -157,27 +157,43 @@ def head_revision() -> str:
 def ensure_schema(engine: Engine) -> None:
     """Create or upgrade the schema to this code's head; refuse a DB from newer code.
 
-    Runs in one write transaction (under an advisory lock on PostgreSQL) so that several
-    processes opening a new DB at once create it exactly once.
+    A DB already at head is only read (so `tracker status` never waits for another
+    process's write lock). Otherwise the upgrade runs in one write transaction (under an
+    advisory lock on PostgreSQL) so that several processes opening a new DB at once create
+    it exactly once.
     """
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
+    with (
+        translate_db_errors(engine.url),
+        engine.connect().execution_options(sqlite_begin="DEFERRED") as conn,
+    ):
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    _refuse_unknown(script, current, engine)
     with translate_db_errors(engine.url), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         current = MigrationContext.configure(conn).get_current_revision()
         if current == head:
             return
-        if current is not None:
-            try:
-                known = script.get_revision(current)
-            except Exception:
-                known = None
-            if known is None:
-                raise StateDBError(
-                    f"state DB {masked(engine.url)} is at schema revision {current}, newer "
-                    "than this tracker knows; upgrade s3-annotation-tracker to use it"
-                )
+        _refuse_unknown(script, current, engine)
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def _refuse_unknown(script: ScriptDirectory, current: str | None, engine: Engine) -> None:
+    """Raise when the DB is at a revision this code does not know (newer code wrote it)."""
+    if current is None:
+        return
+    try:
+        known = script.get_revision(current)
+    except Exception:
+        known = None
+    if known is None:
+        raise StateDBError(
+            f"state DB {masked(engine.url)} is at schema revision {current}, newer "
+            "than this tracker knows; upgrade s3-annotation-tracker to use it"
+        )
