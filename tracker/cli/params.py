@@ -39,6 +39,26 @@ def match_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+def states_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--state",
+        "states",
+        multiple=True,
+        type=click.Choice(STATES),
+        help="Only keys in this state (repeatable).",
+    )(function)
+
+
+def answers_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--answer",
+        "answers",
+        multiple=True,
+        type=click.Choice(ANSWERS),
+        help="Only keys with this answer (repeatable).",
+    )(function)
+
+
 def key_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--key", "keys", multiple=True, metavar="KEY", help="Only this key (repeatable)."

@@ -9,12 +9,12 @@ import click
 from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.params import (
-    ANSWERS,
-    STATES,
+    answers_option,
     item_json,
     match_option,
     print_keys,
     source_argument,
+    states_option,
     write_lines,
 )
 from tracker.models import Answer, ItemState
@@ -23,20 +23,8 @@ from tracker.records import ItemFilter
 
 @cli.command()
 @source_argument
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    type=click.Choice(STATES),
-    help="Only this state (repeatable).",
-)
-@click.option(
-    "--answer",
-    "answers",
-    multiple=True,
-    type=click.Choice(ANSWERS),
-    help="Only this answer (repeatable).",
-)
+@states_option
+@answers_option
 @match_option
 @click.option(
     "--format",

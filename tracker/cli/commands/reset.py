@@ -8,8 +8,7 @@ from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.output import print_info, stdout
 from tracker.cli.params import (
-    ANSWERS,
-    STATES,
+    answers_option,
     confirm_or_refuse,
     count_of,
     dry_run_option,
@@ -20,6 +19,7 @@ from tracker.cli.params import (
     print_keys,
     read_keys_file,
     source_argument,
+    states_option,
 )
 from tracker.errors import UsageError
 from tracker.models import Answer, ItemState
@@ -28,20 +28,8 @@ from tracker.records import ItemFilter
 
 @cli.command()
 @source_argument
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    type=click.Choice(STATES),
-    help="Only keys in this state (repeatable).",
-)
-@click.option(
-    "--answer",
-    "answers",
-    multiple=True,
-    type=click.Choice(ANSWERS),
-    help="Only keys with this answer (repeatable).",
-)
+@states_option
+@answers_option
 @match_option
 @key_option
 @click.option(
