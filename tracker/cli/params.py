@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,12 +13,21 @@ from typing import Any, TextIO
 import click
 
 from tracker.durations import parse_duration
-from tracker.errors import TrackerError, UsageError
+from tracker.errors import Interrupted, TrackerError, UsageError
 from tracker.models import Answer, ItemState
 from tracker.records import ItemRow
 
 STATES = [s.value for s in ItemState]
 ANSWERS = [a.value for a in Answer]
+
+
+@contextmanager
+def one_transaction() -> Iterator[None]:
+    """Ctrl-C during a change the store makes in one transaction: it was rolled back."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; nothing was changed") from None
 
 
 def source_argument(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,6 +16,7 @@ from tracker.cli.params import (
     dry_run_option,
     key_option,
     match_option,
+    one_transaction,
     print_keys,
     source_argument,
 )
@@ -119,14 +120,15 @@ def requeue(
         count = print_keys(row.key for row in store.iter_items(ref, where) if selected(row))
         print_info(f"would requeue {count_of(count, 'served key')} of {ref.uri} (dry run)")
         return
-    if python_filter:
-        # Owners and sessions are matched here; the served-state condition is kept in the
-        # update itself, so a key answered in between is left annotated.
-        chosen = frozenset(row.key for row in store.iter_items(ref, where) if selected(row))
-        where = ItemFilter(
-            states=where.states, served_before=where.served_before, keys=chosen, match=match
-        )
-        moved = store.to_pending(ref, where) if chosen else 0
-    else:
-        moved = store.to_pending(ref, where)
+    with one_transaction():
+        if python_filter:
+            # Owners and sessions are matched here; the served-state condition is kept in
+            # the update itself, so a key answered in between is left annotated.
+            chosen = frozenset(row.key for row in store.iter_items(ref, where) if selected(row))
+            where = ItemFilter(
+                states=where.states, served_before=where.served_before, keys=chosen, match=match
+            )
+            moved = store.to_pending(ref, where) if chosen else 0
+        else:
+            moved = store.to_pending(ref, where)
     stdout.print(f"requeued {count_of(moved, 'served key')} of {ref.uri} (now pending)")

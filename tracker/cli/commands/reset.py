@@ -16,6 +16,7 @@ from tracker.cli.params import (
     escape_controls,
     key_option,
     match_option,
+    one_transaction,
     print_keys,
     read_keys_file,
     source_argument,
@@ -111,7 +112,8 @@ def reset(
             "cleared from the state DB)?",
             yes=yes,
         )
-    moved = store.to_pending(ref, where)
+    with one_transaction():
+        moved = store.to_pending(ref, where)
     stdout.print(f"reset {count_of(moved, 'key')} of {ref.uri} to pending")
 
 
@@ -131,5 +133,6 @@ def _reset_listing(app: AppContext, source: str | None, *, yes: bool, dry_run: b
         f"Clear the listing cursor? {summary}; the next sync lists from the first page.",
         yes=yes,
     )
-    app.store.reset_cursor(ref)
+    with one_transaction():
+        app.store.reset_cursor(ref)
     stdout.print(f"cleared the listing cursor of {ref.uri}; the next sync starts from the start")
