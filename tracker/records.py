@@ -168,3 +168,17 @@ def plan_answers(
         else:
             plan.extra[row.id] = plan.extra.get(row.id, 0) + 1
     return plan
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """What a source still needs: keys pending, keys served, and the earliest lease expiry."""
+
+    pending: int
+    served: int
+    next_expiry: datetime | None
+
+    @property
+    def done(self) -> bool:
+        """Every key is annotated or failed (as far as the listing has got)."""
+        return self.pending == 0 and self.served == 0

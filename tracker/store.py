@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -39,6 +39,7 @@ from tracker.records import (
     ItemRow,
     Lease,
     ListedObject,
+    OpenWork,
     SourceRef,
     plan_answers,
 )
@@ -355,61 +356,135 @@ class Store:
             return 0
         now = now or utcnow()
         with self._write() as conn:
-            existing: dict[str, ExistingAnswer] = {}
-            for chunk in batched({a.key for a in answers}, _CHUNK):
-                rows = conn.execute(
-                    select(
-                        items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id
-                    ).where(items.c.source_id == source.id, items.c.key.in_(chunk))
+            return self._record_answers(conn, source, answers, now)
+
+    def import_answers(
+        self,
+        source: SourceRef,
+        answers: Sequence[AnswerRecord],
+        *,
+        requeue_missing: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[int, int]:
+        """Record answers read from `prodigy db-out` and, with `requeue_missing`, put keys
+        annotated here but absent from `answers` back to `pending`: all in ONE transaction.
+
+        Returns (keys newly annotated, keys requeued).
+        """
+        now = now or utcnow()
+        with self._write() as conn:
+            annotated = self._record_answers(conn, source, answers, now) if answers else 0
+            if not requeue_missing:
+                return annotated, 0
+            named = {a.key for a in answers}
+            missing = [
+                r.id
+                for r in conn.execute(
+                    select(items.c.id, items.c.key).where(
+                        items.c.source_id == source.id, items.c.state == ItemState.ANNOTATED
+                    )
                 )
-                for r in rows:
-                    existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
-            plan = plan_answers(answers, existing)
-            if plan.first:
+                if r.key not in named
+            ]
+            values = {
+                "state": ItemState.PENDING,
+                "answer": None,
+                "session_id": None,
+                "answer_count": 0,
+                "annotated_at": None,
+                "updated_at": now,
+                **_LEASE_CLEARED,
+            }
+            for chunk in batched(missing, _CHUNK):
+                conn.execute(update(items).where(items.c.id.in_(chunk)).values(**values))
+            return annotated, len(missing)
+
+    def _record_answers(
+        self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
+    ) -> int:
+        existing: dict[str, ExistingAnswer] = {}
+        for chunk in batched({a.key for a in answers}, _CHUNK):
+            rows = conn.execute(
+                select(
+                    items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id
+                ).where(items.c.source_id == source.id, items.c.key.in_(chunk))
+            )
+            for r in rows:
+                existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
+        plan = plan_answers(answers, existing)
+        if plan.first:
+            conn.execute(
+                update(items)
+                .where(items.c.id == bindparam("item_id"))
+                .values(
+                    state=ItemState.ANNOTATED,
+                    answer=bindparam("new_answer"),
+                    session_id=bindparam("new_session"),
+                    answer_count=1,
+                    annotated_at=now,
+                    updated_at=now,
+                    failure_reason=None,
+                    **_LEASE_CLEARED,
+                ),
+                [
+                    {"item_id": i, "new_answer": r.answer, "new_session": r.session_id}
+                    for i, r in plan.first.items()
+                ],
+            )
+        if plan.extra:
+            conn.execute(
+                update(items)
+                .where(items.c.id == bindparam("item_id"))
+                .values(answer_count=items.c.answer_count + bindparam("more"), updated_at=now),
+                [{"item_id": i, "more": n} for i, n in plan.extra.items()],
+            )
+        if plan.unknown:
+            conn.execute(
+                insert(items),
+                [
+                    {
+                        "source_id": source.id,
+                        "key": key,
+                        "state": ItemState.ANNOTATED,
+                        "answer": record.answer,
+                        "session_id": record.session_id,
+                        "answer_count": count,
+                        "created_at": now,
+                        "updated_at": now,
+                        "annotated_at": now,
+                    }
+                    for key, (record, count) in plan.unknown.items()
+                ],
+            )
+        return len(plan.first) + len(plan.unknown)
+
+    def open_work(self, source: SourceRef) -> OpenWork:
+        """What is left to annotate: pending and served counts, and the next lease expiry.
+
+        The stream asks this when it has nothing to claim, to tell "wait for other owners'
+        leases" from "done". Two indexed queries, whatever the size of the source.
+        """
+        in_source = items.c.source_id == source.id
+        with self._read() as conn:
+            by_state = dict(
                 conn.execute(
-                    update(items)
-                    .where(items.c.id == bindparam("item_id"))
-                    .values(
-                        state=ItemState.ANNOTATED,
-                        answer=bindparam("new_answer"),
-                        session_id=bindparam("new_session"),
-                        answer_count=1,
-                        annotated_at=now,
-                        updated_at=now,
-                        failure_reason=None,
-                        **_LEASE_CLEARED,
-                    ),
-                    [
-                        {"item_id": i, "new_answer": r.answer, "new_session": r.session_id}
-                        for i, r in plan.first.items()
-                    ],
+                    select(items.c.state, func.count())
+                    .where(in_source, items.c.state.in_([ItemState.PENDING, ItemState.SERVED]))
+                    .group_by(items.c.state)
+                ).all()
+            )
+            next_expiry = conn.execute(
+                select(func.min(items.c.lease_expires_at)).where(
+                    in_source, items.c.state == ItemState.SERVED
                 )
-            if plan.extra:
-                conn.execute(
-                    update(items)
-                    .where(items.c.id == bindparam("item_id"))
-                    .values(answer_count=items.c.answer_count + bindparam("more"), updated_at=now),
-                    [{"item_id": i, "more": n} for i, n in plan.extra.items()],
-                )
-            if plan.unknown:
-                conn.execute(
-                    insert(items),
-                    [
-                        {
-                            "source_id": source.id,
-                            "key": key,
-                            "state": ItemState.ANNOTATED,
-                            "answer": record.answer,
-                            "session_id": record.session_id,
-                            "answer_count": count,
-                            "created_at": now,
-                            "updated_at": now,
-                            "annotated_at": now,
-                        }
-                        for key, (record, count) in plan.unknown.items()
-                    ],
-                )
-            return len(plan.first) + len(plan.unknown)
+            ).scalar_one()
+        if next_expiry is not None and next_expiry.tzinfo is None:
+            next_expiry = next_expiry.replace(tzinfo=UTC)
+        return OpenWork(
+            pending=by_state.get(ItemState.PENDING, 0),
+            served=by_state.get(ItemState.SERVED, 0),
+            next_expiry=next_expiry,
+        )
 
     def mark_failed(self, source: SourceRef, key: str, reason: str) -> bool:
         """Set aside a key that cannot be served; an annotated key keeps its answer."""
