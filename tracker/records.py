@@ -177,6 +177,13 @@ class OpenWork:
     pending: int
     served: int
     next_expiry: datetime | None
+    #: Served keys held by the owner asked about (0 when none was named).
+    served_by_owner: int = 0
+
+    @property
+    def others_out(self) -> int:
+        """Keys pending, or served to other owners: what could still come this owner's way."""
+        return self.pending + self.served - self.served_by_owner
 
     @property
     def done(self) -> bool:

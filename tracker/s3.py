@@ -68,6 +68,9 @@ def make_client(
         connect_timeout=10,
         read_timeout=60,
         s3={"addressing_style": "path"} if endpoint else None,
+        # SigV4 everywhere, presigned URLs included (botocore may otherwise presign with
+        # SigV2 in us-east-1, which newer regions and many S3-compatible servers refuse).
+        signature_version="s3v4",
     )
     try:
         session = boto3.session.Session(profile_name=profile, region_name=region)

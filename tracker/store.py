@@ -458,8 +458,9 @@ class Store:
             )
         return len(plan.first) + len(plan.unknown)
 
-    def open_work(self, source: SourceRef) -> OpenWork:
-        """What is left to annotate: pending and served counts, and the next lease expiry.
+    def open_work(self, source: SourceRef, owner: str | None = None) -> OpenWork:
+        """What is left to annotate: pending and served counts (and how many of the served
+        keys `owner` holds), and the next lease expiry.
 
         The stream asks this when it has nothing to claim, to tell "wait for other owners'
         leases" from "done". Two indexed queries, whatever the size of the source.
@@ -478,12 +479,20 @@ class Store:
                     in_source, items.c.state == ItemState.SERVED
                 )
             ).scalar_one()
+            mine = 0
+            if owner is not None:
+                mine = conn.execute(
+                    select(func.count()).where(
+                        in_source, items.c.state == ItemState.SERVED, items.c.lease_owner == owner
+                    )
+                ).scalar_one()
         if next_expiry is not None and next_expiry.tzinfo is None:
             next_expiry = next_expiry.replace(tzinfo=UTC)
         return OpenWork(
             pending=by_state.get(ItemState.PENDING, 0),
             served=by_state.get(ItemState.SERVED, 0),
             next_expiry=next_expiry,
+            served_by_owner=mine,
         )
 
     def mark_failed(self, source: SourceRef, key: str, reason: str) -> bool:

@@ -22,6 +22,13 @@ The order of work, each time the stream needs more tasks:
    try again from 2.
 6. Every key annotated or failed: the stream ends.
 
+Prodigy pulls `batch_size` tasks per request and cannot hand a partial batch to the browser
+while the generator blocks. So step 5 waits freely only at a batch boundary. In the middle
+of a batch the stream ends at once when only its own keys are out (nothing else could fill
+the batch), and otherwise after `partial_wait` seconds without a new task. Keys it did not
+get to are served by their owner, or by any recipe process after their lease expires; a
+restart with the same owner gets its own keys back at once.
+
 Memory does not grow with the number of keys already done: the stream holds only the keys
 it has out right now.
 """
@@ -54,6 +61,8 @@ DEFAULT_LEASE = timedelta(minutes=30)
 DEFAULT_RESEND_AFTER = timedelta(minutes=5)
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_POLL_INTERVAL = 2.0
+#: Seconds to wait for other owners' keys to complete a partial batch before ending.
+DEFAULT_PARTIAL_WAIT = 10.0
 
 
 @dataclass
@@ -95,6 +104,7 @@ class S3Stream:
         batch_size: int = DEFAULT_BATCH_SIZE,
         resend_after: timedelta = DEFAULT_RESEND_AFTER,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        partial_wait: float = DEFAULT_PARTIAL_WAIT,
         view_id: str = "image_manual",
         label: str | None = None,
         presign: timedelta | None = None,
@@ -119,6 +129,7 @@ class S3Stream:
         self.batch_size = batch_size
         self.resend_after = resend_after
         self.poll_interval = poll_interval
+        self.partial_wait = partial_wait
         self.view_id = view_id
         self.label = label
         self.key_filter = key_filter or KeyFilter()
@@ -132,6 +143,8 @@ class S3Stream:
         #: key -> when this process last leased it; only keys out right now.
         self._held: dict[str, datetime] = {}
         self._stopped = threading.Event()
+        #: Tasks yielded so far: modulo `batch_size`, where Prodigy's current batch stands.
+        self._yielded = 0
 
     # -- the stream -----------------------------------------------------------------------
 
@@ -141,6 +154,7 @@ class S3Stream:
     def tasks(self) -> Iterator[dict[str, Any]]:
         """Yield tasks until every key is annotated or failed, or `on_exit` was called."""
         recent: deque[str] = deque(maxlen=self.batch_size)
+        idle_since: float | None = None
         leases = self.store.reclaim(self.source, self.owner, self.lease, now=self._clock())
         self.stats.reclaimed += len(leases)
         yield from self._serve(leases, recent)
@@ -148,9 +162,11 @@ class S3Stream:
             leases = self.store.claim(
                 self.source, self.owner, self.batch_size, self.lease, now=self._clock()
             )
-            if leases:
-                yield from self._serve(leases, recent)
+            if leases and (yield from self._serve(leases, recent)):
+                idle_since = None
                 continue
+            if leases:
+                continue  # all failed: claim again
             if self._list_one_page():
                 continue
             now = self._clock()
@@ -163,10 +179,21 @@ class S3Stream:
                 now=now,
             )
             if leases and (yield from self._serve(leases, recent, resent=True)):
+                idle_since = None
                 continue
-            work = self.store.open_work(self.source)
+            work = self.store.open_work(self.source, self.owner)
             if work.done:
                 return
+            if self._yielded % self.batch_size:
+                # Prodigy is waiting for the rest of a batch and cannot deliver the tasks
+                # already yielded until it is full. Only other owners' keys could fill it:
+                # wait for them a little (`partial_wait`), then end the stream so that the
+                # partial batch reaches the annotator.
+                if idle_since is None:
+                    idle_since = time.monotonic()
+                if not work.others_out or time.monotonic() - idle_since >= self.partial_wait:
+                    log.info("ending with a partial batch; %d keys still out", work.served)
+                    return
             self._wait(work.pending, work.next_expiry)
 
     def _list_one_page(self) -> bool:
@@ -219,6 +246,7 @@ class S3Stream:
             if resent:
                 self.stats.resent += 1
             yielded += 1
+            self._yielded += 1
             yield build_task(
                 self.source.bucket,
                 lease.key,
@@ -292,6 +320,12 @@ class S3Stream:
         self._stopped.set()
         if self._owns_store:
             self.store.close()
+
+    def __enter__(self) -> S3Stream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     @property
     def held(self) -> frozenset[str]:
