@@ -9,6 +9,8 @@ from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.output import stdout
 from tracker.errors import UsageError
+from tracker.records import SourceRef
+from tracker.s3uri import parse_s3_uri
 
 
 @cli.command("import-answers")
@@ -37,17 +39,18 @@ def import_answers(app: AppContext, source: str, file: str, requeue_missing: boo
       tracker import-answers s3://my-bucket/images answers.jsonl
       tracker import-answers s3://my-bucket/images answers.jsonl --requeue-missing
     """
-    ref = app.source(source, create=True)
+    bucket, prefix = parse_s3_uri(source)
     name = "stdin" if file == "-" else file
     try:
         with click.open_file(file, "rb") as handle:
-            parsed = parse_db_out(handle, ref, name=name)
+            parsed = parse_db_out(handle, SourceRef(0, bucket, prefix), name=name)
     except OSError as error:
         raise UsageError(f"cannot read {name}: {error.strerror or error}") from None
     if requeue_missing and not parsed.answers:
         raise UsageError(
-            f"{name} holds no answers; refusing to requeue every annotated key of {ref.uri}"
+            f"{name} holds no answers; refusing to requeue every annotated key of {source}"
         )
+    ref = app.store.source(bucket, prefix, create=True)
     annotated, requeued = app.store.import_answers(
         ref, parsed.answers, requeue_missing=requeue_missing
     )
