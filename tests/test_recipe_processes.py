@@ -32,6 +32,7 @@ def bucket(seaweedfs, s3_env):
 
 
 def worker(config: dict) -> subprocess.Popen[str]:
+    Store.open(config["state_db"]).close()  # created once, as `tracker db upgrade` would
     return subprocess.Popen(
         [sys.executable, "-m", "tests.recipe_worker", json.dumps(config)],
         cwd=ROOT,

@@ -66,6 +66,8 @@ class SeaweedFS:
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         return [
             weed_binary(),
+            # glog's files (weed.INFO, weed.ERROR...) go here, not into $TMPDIR.
+            f"-logdir={self.data_dir}",
             "server",
             f"-dir={self.data_dir}",
             "-ip=127.0.0.1",
@@ -141,9 +143,10 @@ class SeaweedFS:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            # `weed` takes 20 s and more to honour SIGTERM; its data is thrown away anyway.
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -179,8 +180,13 @@ class Item(Base):
     session_id: Mapped[str | None] = mapped_column(String(255))
     answer: Mapped[Answer | None] = mapped_column(_enum(Answer, "answer"))
     answer_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Defaults in SQL: recording a page then sends no per-row timestamps to convert.
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp()
+    )
     served_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     annotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

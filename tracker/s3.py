@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -26,8 +27,9 @@ from botocore.exceptions import (
 from tracker.errors import S3Error, UsageError
 from tracker.s3uri import format_s3_uri
 
-#: Retries for throttling (503 SlowDown), 5xx answers and dropped connections.
-RETRIES = {"mode": "standard", "max_attempts": 5}
+#: Retries for throttling (503 SlowDown), 5xx answers and dropped connections: up to 5
+#: attempts in all, with botocore's exponential backoff (standard mode).
+RETRIES = {"mode": "standard", "total_max_attempts": 5}
 
 #: Codes that say the request itself is refused, whatever we send: never worth a retry.
 FATAL_CODES = frozenset(
@@ -46,6 +48,27 @@ FATAL_CODES = frozenset(
 )
 
 
+#: Codes that say "slow down": retried by botocore; after the last retry, an error (never a
+#: reason to give up a continuation token).
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "BandwidthLimitExceeded",
+        "503",
+    }
+)
+
+
+def is_throttling(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(error) in THROTTLING_CODES or status in {429, 503}
+
+
 def make_client(
     endpoint_url: str | None = None,
     *,
@@ -57,23 +80,33 @@ def make_client(
 
     An explicit endpoint (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`) means an
     S3-compatible server, usually on a host name that has no per-bucket subdomains: use
-    path-style addressing there.
+    path-style addressing there. Retries default to `RETRIES`; boto3's own settings
+    (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, `max_attempts` / `retry_mode` in the profile)
+    take precedence.
     """
     endpoint = (
         endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     )
-    retries = dict(RETRIES, max_attempts=max_attempts or RETRIES["max_attempts"])
-    config = Config(
-        retries=retries,  # type: ignore[arg-type]
-        connect_timeout=10,
-        read_timeout=60,
-        s3={"addressing_style": "path"} if endpoint else None,
-        # SigV4 everywhere, presigned URLs included (botocore may otherwise presign with
-        # SigV2 in us-east-1, which newer regions and many S3-compatible servers refuse).
-        signature_version="s3v4",
-    )
     try:
-        session = boto3.session.Session(profile_name=profile, region_name=region)
+        core = botocore.session.Session(profile=profile)
+        retries: dict[str, Any] = dict(RETRIES)
+        configured_mode = core.get_config_variable("retry_mode")
+        configured_attempts = core.get_config_variable("max_attempts")
+        if configured_mode:
+            retries["mode"] = configured_mode
+        if max_attempts or configured_attempts:  # attempts in all, as AWS_MAX_ATTEMPTS counts
+            retries["total_max_attempts"] = int(max_attempts or configured_attempts)
+        config = Config(
+            retries=retries,  # type: ignore[arg-type]
+            connect_timeout=10,
+            read_timeout=60,
+            s3={"addressing_style": "path"} if endpoint else None,
+            # SigV4 everywhere, presigned URLs included (botocore may otherwise presign
+            # with SigV2 in us-east-1, which newer regions and many S3-compatible servers
+            # refuse).
+            signature_version="s3v4",
+        )
+        session = boto3.session.Session(botocore_session=core, region_name=region)
         return session.client("s3", endpoint_url=endpoint_url, config=config)
     except BotoCoreError as error:
         raise S3Error(f"cannot set up S3: {error}") from None

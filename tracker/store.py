@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import islice
 from typing import Any
 
@@ -21,8 +22,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -173,6 +174,7 @@ class Store:
         with self._write() as conn:
             inserted = 0
             if objects:
+                # state, answer_count and timestamps come from the columns' SQL defaults.
                 rows = [
                     {
                         "source_id": source.id,
@@ -180,10 +182,6 @@ class Store:
                         "size": o.size,
                         "etag": o.etag,
                         "last_modified": o.last_modified,
-                        "state": ItemState.PENDING,
-                        "answer_count": 0,
-                        "created_at": now,
-                        "updated_at": now,
                     }
                     for o in objects
                 ]
@@ -248,28 +246,19 @@ class Store:
         """Lease up to `limit` keys to `owner`: expired leases first, then pending keys in
         listing order. Each claimed key gets a fresh lease token."""
         now = now or utcnow()
+        params = self._lease_params(source, owner, lease, now)
+        params["limit"] = limit
         with self._write() as conn:
-            expired = self._lock_ids(
-                select(items.c.id)
-                .where(
-                    items.c.source_id == source.id,
-                    items.c.state == ItemState.SERVED,
-                    items.c.lease_expires_at <= now,
-                )
-                .order_by(items.c.lease_expires_at, items.c.id)
-                .limit(limit),
-                conn,
-            )
-            pending = []
-            if len(expired) < limit:
-                pending = self._lock_ids(
-                    select(items.c.id)
-                    .where(items.c.source_id == source.id, items.c.state == ItemState.PENDING)
-                    .order_by(items.c.id)
-                    .limit(limit - len(expired)),
-                    conn,
-                )
-            return self._lease(conn, expired + pending, owner, lease, now)
+            if not self._pg:  # writers are serialised: one statement picks both kinds
+                rows = conn.execute(self._claim_any, params).all()
+            else:
+                rows = conn.execute(self._claim_expired, params).all()
+                if len(rows) < limit:
+                    params["limit"] = limit - len(rows)
+                    rows += conn.execute(self._claim_pending, params).all()
+        rows.sort(key=lambda r: r.id)  # RETURNING promises no order
+        token, expires = params["token"], params["expires"]
+        return [Lease(r.key, r.size, r.etag, token, expires) for r in rows]
 
     def reclaim(
         self,
@@ -287,6 +276,7 @@ class Store:
         a running one re-sends a batch the browser dropped.
         """
         now = now or utcnow()
+        params = self._lease_params(source, owner, lease, now)
         query = select(items.c.id).where(
             items.c.source_id == source.id,
             items.c.state == ItemState.SERVED,
@@ -295,35 +285,93 @@ class Store:
         if served_before is not None:
             query = query.where(items.c.served_at <= served_before)
         query = query.order_by(items.c.served_at, items.c.id).limit(limit)
-        with self._write() as conn:
-            return self._lease(conn, self._lock_ids(query, conn), owner, lease, now)
-
-    def _lock_ids(self, query: Select[Any], conn: Connection) -> list[int]:
         if self._pg:
             query = query.with_for_update(skip_locked=True)
-        return list(conn.execute(query).scalars())
+        with self._write() as conn:
+            ids = list(conn.execute(query).scalars())
+            rows = {r.id: r for r in conn.execute(self._lease_ids, dict(params, ids=ids))}
+        token, expires = params["token"], params["expires"]
+        return [Lease(r.key, r.size, r.etag, token, expires) for i in ids if (r := rows.get(i))]
 
-    def _lease(
-        self, conn: Connection, ids: list[int], owner: str, lease: timedelta, now: datetime
-    ) -> list[Lease]:
-        if not ids:
-            return []
-        token = str(uuid.uuid4())
-        rows = conn.execute(
+    @staticmethod
+    def _lease_params(
+        source: SourceRef, owner: str, lease: timedelta, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "in_source": source.id,
+            "owner": owner,
+            "token": str(uuid.uuid4()),
+            "expires": now + lease,
+            "now": now,
+        }
+
+    # Claim statements are built once: building and cache-keying a statement costs more
+    # than running it on SQLite, and a claim sits on every batch an annotator receives.
+
+    @staticmethod
+    def _expired_ids() -> Select[Any]:
+        return (
+            select(items.c.id)
+            .where(
+                items.c.source_id == bindparam("in_source"),
+                items.c.state == ItemState.SERVED,
+                items.c.lease_expires_at <= bindparam("now"),
+            )
+            .order_by(items.c.lease_expires_at, items.c.id)
+            .limit(bindparam("limit"))
+        )
+
+    @staticmethod
+    def _pending_ids() -> Select[Any]:
+        return (
+            select(items.c.id)
+            .where(items.c.source_id == bindparam("in_source"), items.c.state == ItemState.PENDING)
+            .order_by(items.c.id)
+            .limit(bindparam("limit"))
+        )
+
+    @cached_property
+    def _claim_expired(self) -> Any:
+        return self._lease_where(self._expired_ids())
+
+    @cached_property
+    def _claim_pending(self) -> Any:
+        return self._lease_where(self._pending_ids())
+
+    @cached_property
+    def _claim_any(self) -> Any:
+        """Expired leases first, then pending keys, in one statement (SQLite only: PostgreSQL
+        does not allow FOR UPDATE in a UNION)."""
+        both = union_all(
+            select(self._expired_ids().subquery().c.id),
+            select(self._pending_ids().subquery().c.id),
+        ).limit(bindparam("limit"))
+        return self._lease_update(items.c.id.in_(both.scalar_subquery()))
+
+    @cached_property
+    def _lease_ids(self) -> Any:
+        return self._lease_update(items.c.id.in_(bindparam("ids", expanding=True)))
+
+    def _lease_where(self, candidates: Select[Any]) -> Any:
+        if self._pg:
+            candidates = candidates.with_for_update(skip_locked=True)
+        return self._lease_update(items.c.id.in_(candidates.scalar_subquery()))
+
+    @staticmethod
+    def _lease_update(condition: Any) -> Any:
+        return (
             update(items)
-            .where(items.c.id.in_(ids))
+            .where(condition)
             .values(
                 state=ItemState.SERVED,
-                lease_owner=owner,
-                lease_token=token,
-                lease_expires_at=now + lease,
-                served_at=now,
-                updated_at=now,
+                lease_owner=bindparam("owner"),
+                lease_token=bindparam("token"),
+                lease_expires_at=bindparam("expires"),
+                served_at=bindparam("now"),
+                updated_at=bindparam("now"),
             )
             .returning(items.c.id, items.c.key, items.c.size, items.c.etag)
-        ).all()
-        by_id = {r.id: Lease(r.key, r.size, r.etag, token, now + lease) for r in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        )
 
     def release(self, source: SourceRef, owner: str, keys: Iterable[str] | None = None) -> int:
         """Hand `owner`'s unanswered keys (all, or those named) back to `pending`."""
@@ -350,7 +398,9 @@ class Store:
         """Record answers; returns how many keys became annotated.
 
         Never drops an answer: one for a key whose lease expired, or that was re-served to
-        someone else, still annotates it; one for a key never listed inserts it.
+        someone else, still annotates it; one for a key never listed inserts it (in key
+        order). Concurrent writers of one key are serialised, so the first answer wins and
+        the others are counted on PostgreSQL as on SQLite.
         """
         if not answers:
             return 0
@@ -402,61 +452,90 @@ class Store:
     def _record_answers(
         self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
     ) -> int:
-        existing: dict[str, ExistingAnswer] = {}
-        for chunk in batched({a.key for a in answers}, _CHUNK):
-            rows = conn.execute(
-                select(
-                    items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id
-                ).where(items.c.source_id == source.id, items.c.key.in_(chunk))
+        keys = sorted({a.key for a in answers})  # one lock order for every writer
+        existing = self._lock_answered(conn, source, keys)
+        missing = [k for k in keys if k not in existing]
+        if missing:
+            # Never-listed keys go in as pending rows first, as a listed page would: a
+            # concurrent writer of the same key then waits and counts its answer instead
+            # of failing on the unique constraint. The plan annotates them below.
+            conn.execute(
+                self._insert(items).on_conflict_do_nothing(index_elements=["source_id", "key"]),
+                [{"source_id": source.id, "key": key} for key in missing],
             )
-            for r in rows:
-                existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
+            existing.update(self._lock_answered(conn, source, missing))
         plan = plan_answers(answers, existing)
         if plan.first:
             conn.execute(
-                update(items)
-                .where(items.c.id == bindparam("item_id"))
-                .values(
-                    state=ItemState.ANNOTATED,
-                    answer=bindparam("new_answer"),
-                    session_id=bindparam("new_session"),
-                    answer_count=1,
-                    annotated_at=now,
-                    updated_at=now,
-                    failure_reason=None,
-                    **_LEASE_CLEARED,
-                ),
+                self._annotate,
                 [
-                    {"item_id": i, "new_answer": r.answer, "new_session": r.session_id}
+                    {
+                        "item_id": i,
+                        "new_answer": r.answer,
+                        "new_session": r.session_id,
+                        "now": now,
+                    }
                     for i, r in plan.first.items()
                 ],
             )
         if plan.extra:
             conn.execute(
-                update(items)
-                .where(items.c.id == bindparam("item_id"))
-                .values(answer_count=items.c.answer_count + bindparam("more"), updated_at=now),
-                [{"item_id": i, "more": n} for i, n in plan.extra.items()],
+                self._count_answer,
+                [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
             )
-        if plan.unknown:
-            conn.execute(
-                insert(items),
-                [
-                    {
-                        "source_id": source.id,
-                        "key": key,
-                        "state": ItemState.ANNOTATED,
-                        "answer": record.answer,
-                        "session_id": record.session_id,
-                        "answer_count": count,
-                        "created_at": now,
-                        "updated_at": now,
-                        "annotated_at": now,
-                    }
-                    for key, (record, count) in plan.unknown.items()
-                ],
+        return len(plan.first)
+
+    def _lock_answered(
+        self, conn: Connection, source: SourceRef, keys: Sequence[str]
+    ) -> dict[str, ExistingAnswer]:
+        """The rows for `keys`, locked on PostgreSQL until the transaction ends, so that two
+        writers answering one key at once are serialised: the first answer wins, the second
+        is counted (SQLite's BEGIN IMMEDIATE already serialises every writer)."""
+        existing: dict[str, ExistingAnswer] = {}
+        for chunk in batched(keys, _CHUNK):
+            rows = conn.execute(self._answered_rows, {"in_source": source.id, "keys": chunk})
+            for r in rows:
+                existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
+        return existing
+
+    @cached_property
+    def _answered_rows(self) -> Any:
+        query = (
+            select(items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id)
+            .where(
+                items.c.source_id == bindparam("in_source"),
+                items.c.key.in_(bindparam("keys", expanding=True)),
             )
-        return len(plan.first) + len(plan.unknown)
+            .order_by(items.c.id)
+        )
+        return query.with_for_update() if self._pg else query
+
+    @cached_property
+    def _annotate(self) -> Any:
+        return (
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
+            .values(
+                state=ItemState.ANNOTATED,
+                answer=bindparam("new_answer"),
+                session_id=bindparam("new_session"),
+                answer_count=1,
+                annotated_at=bindparam("now"),
+                updated_at=bindparam("now"),
+                failure_reason=None,
+                **_LEASE_CLEARED,
+            )
+        )
+
+    @cached_property
+    def _count_answer(self) -> Any:
+        return (
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
+            .values(
+                answer_count=items.c.answer_count + bindparam("more"), updated_at=bindparam("now")
+            )
+        )
 
     def open_work(self, source: SourceRef, owner: str | None = None) -> OpenWork:
         """What is left to annotate: pending and served counts (and how many of the served
@@ -606,17 +685,28 @@ class Store:
         """
         now = now or utcnow()
         in_source = items.c.source_id == source.id
+        # One index range count per state and per answer: on SQLite this is about twice as
+        # fast as GROUP BY over the same covering index (no grouping of a million entries).
+        states, answers = list(ItemState), list(Answer)
         with self._read() as conn:
             by_state = conn.execute(
-                select(items.c.state, func.count()).where(in_source).group_by(items.c.state)
-            )
-            counts = Counts(by_state={ItemState(s): n for s, n in by_state})
+                select(
+                    *(
+                        select(func.count()).where(in_source, items.c.state == s).scalar_subquery()
+                        for s in states
+                    )
+                )
+            ).one()
+            counts = Counts(by_state={s: n for s, n in zip(states, by_state, strict=True) if n})
             by_answer = conn.execute(
-                select(items.c.answer, func.count())
-                .where(in_source, items.c.answer.is_not(None))
-                .group_by(items.c.answer)
-            )
-            counts.by_answer = {Answer(a): n for a, n in by_answer}
+                select(
+                    *(
+                        select(func.count()).where(in_source, items.c.answer == a).scalar_subquery()
+                        for a in answers
+                    )
+                )
+            ).one()
+            counts.by_answer = {a: n for a, n in zip(answers, by_answer, strict=True) if n}
             counts.expired_leases = conn.execute(
                 select(func.count()).where(
                     in_source,

@@ -70,8 +70,18 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("answer_count", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
         sa.Column("served_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("annotated_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(

@@ -1,11 +1,13 @@
 """The `tracker` command line: a thin click layer over the library.
 
-Every command module registers itself on `main`; this module holds the global options, the
-shared context, and the one place where errors become a line on stderr and an exit code.
+Every command module registers itself on `cli`; this module holds the global options, the
+shared context, and the one place where errors become a line on stderr and an exit code
+(`TrackerGroup.invoke`, so that click's test runner sees exactly what a shell sees).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -18,7 +20,36 @@ from tracker.errors import TrackerError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class TrackerGroup(click.Group):
+    """A click group that turns `TrackerError`s and Ctrl-C into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TrackerError as error:
+            print_error(str(error))
+            raise click.exceptions.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise click.exceptions.Exit(130) from None
+
+
+def _configure_logging(verbose: int) -> None:
+    if verbose <= 0:
+        return
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose > 1 else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if verbose > 1:
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    else:
+        for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=TrackerGroup, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--db",
     "db_url",
@@ -33,11 +64,17 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     """Track which S3 keys are pending, served and annotated for Prodigy.
 
+    A source is written s3://BUCKET[/PREFIX]; commands that take one may omit it when the
+    state DB holds a single source. Exit codes: 0 ok, 1 failure, 2 bad usage, 3 S3 error,
+    4 state DB error, 5 unknown source, 130 interrupted.
+
     \b
     Example:
+      tracker demo
       tracker sync s3://my-bucket/images/
       tracker status
     """
+    _configure_logging(verbose)
     ctx.obj = AppContext(db_url=db_url, verbose=verbose)
     ctx.call_on_close(ctx.obj.close)
 
@@ -50,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known failures into one line and an exit code."""
     _register_commands()
     try:
-        cli.main(args=argv, prog_name="tracker", standalone_mode=False)
+        # standalone_mode=False returns the code of a `click.exceptions.Exit` (our errors).
+        code = cli.main(args=argv, prog_name="tracker", standalone_mode=False)
     except TrackerError as error:
         print_error(str(error))
         sys.exit(error.exit_code)
@@ -65,4 +103,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_broken_pipe() -> None:
+    """`tracker keys | head`: the reader left; exit quietly like other Unix tools."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
     sys.exit(0)

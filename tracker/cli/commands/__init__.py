@@ -3,4 +3,11 @@
 from tracker.cli.commands import (  # noqa: F401
     answers,
     db,
+    demo,
+    keys,
+    requeue,
+    reset,
+    sources,
+    status,
+    sync,
 )

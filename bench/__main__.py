@@ -1,0 +1,83 @@
+"""Run every benchmark and print one markdown report: `python -m bench [--quick]`.
+
+Each figure is a median of several runs, next to a baseline measured in the same run
+(the seed's algorithm, raw sqlite3, a bare boto3 loop), so that ratios hold on a noisy
+machine even when absolute numbers move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import listing, scale
+from bench.report import machine
+from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
+
+PG_URL = os.environ.get("TRACKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+#: A valid 1x1 PNG: every benchmark object is a real image the recipe can serve.
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8ffff3f0005fe02fea7d6a4e0"
+    "0000000049454e44ae426082"
+)
+
+
+def fill_bucket(client, bucket: str, count: int) -> list[str]:  # type: ignore[no-untyped-def]
+    client.create_bucket(Bucket=bucket)
+    keys = [f"images/{i:06d}.png" for i in range(count)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=PNG_1X1), keys))
+    return keys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; under two minutes")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL figures")
+    parser.add_argument("--output", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+
+    objects = 5_000 if args.quick else 20_000
+    store_keys = 100_000 if args.quick else 1_000_000
+    repeats = 3
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    started = time.perf_counter()
+    sections = [
+        "## Benchmark report",
+        "",
+        f"- run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, mode: {'quick' if args.quick else 'full'}",
+        f"- machine: {machine()}",
+        "",
+    ]
+    print("\n".join(sections), flush=True)
+
+    def emit(text: str) -> None:
+        sections.append(text)
+        print(text, flush=True)
+
+    with SeaweedFS() as server:
+        client = server.client()
+        print(f"filling a bucket with {objects:,} objects...", file=sys.stderr, flush=True)
+        fill_bucket(client, "bench", objects)
+        emit(listing.run(client, "bench", objects, repeats).markdown())
+    pg = None if args.no_postgres else PG_URL
+    emit(scale.run(store_keys, 1 if not args.quick else repeats, pg).markdown())
+    emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Peak memory of the streaming process with 0 and with many keys already annotated, for our
+stream (state DB) and for the seed's algorithm (the dataset's keys in a list)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import update
+
+from bench.report import Table, median
+from bench.seed import SeedDataset
+from tracker.models import Answer, ItemState, items
+from tracker.records import ListedObject
+from tracker.store import Store
+
+STREAMED = 1000
+
+
+def _state_db(path: Path, bucket: str, annotated: int) -> str:
+    """A state DB that already holds `annotated` answered keys (sorting before the bucket's
+    real `images/` keys, which are still to be listed)."""
+    url = f"sqlite:///{path}"
+    with Store.open(url) as store:
+        source = store.source(bucket, "", create=True)
+        for start in range(0, annotated, 1000):
+            page = [
+                ListedObject(f"done/{i:09d}.png", 100)
+                for i in range(start, min(start + 1000, annotated))
+            ]
+            store.record_page(source, page, next_token=None, last_key=None, exhausted=False)
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(items)
+                .where(items.c.source_id == source.id)
+                .values(state=ItemState.ANNOTATED, answer=Answer.ACCEPT, answer_count=1)
+            )
+    return url
+
+
+def _seed_db(path: Path, annotated: int) -> str:
+    dataset = SeedDataset(path)
+    for start in range(0, annotated, 10_000):
+        dataset.add(f"done/{i:09d}.png" for i in range(start, min(start + 10_000, annotated)))
+    return str(path)
+
+
+def _peak_kib(kind: str, bucket: str, db: str, endpoint: str) -> int:
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.memory_probe", kind, bucket, db, str(STREAMED), endpoint],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    ).stdout
+    return int(output.strip().splitlines()[-1])
+
+
+def run(endpoint: str, bucket: str, annotated: int, repeats: int) -> Table:
+    table = Table(
+        f"Memory: peak RSS streaming {STREAMED:,} new keys (median of {repeats})",
+        ["process", "0 annotated", f"{annotated:,} annotated", "growth", "target"],
+    )
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-mem-") as tmp:
+        results = {}
+        for kind in ("ours", "seed"):
+            row = []
+            for done in (0, annotated):
+                peaks = []
+                for attempt in range(repeats):
+                    path = Path(tmp) / f"{kind}-{done}-{attempt}.db"
+                    db = _state_db(path, bucket, done) if kind == "ours" else _seed_db(path, done)
+                    peaks.append(_peak_kib(kind, bucket, db, endpoint))
+                row.append(median(peaks))
+            results[kind] = row
+        for kind, label, target in (
+            ("ours", "our stream (state DB)", "< 20%"),
+            ("seed", "seed algorithm (keys in a list)", ""),
+        ):
+            small, large = results[kind]
+            table.add(
+                label,
+                f"{small / 1024:,.0f} MiB",
+                f"{large / 1024:,.0f} MiB",
+                f"{(large / small - 1) * 100:+.0f}%",
+                target,
+            )
+    return table

@@ -1,0 +1,73 @@
+"""Functions run in child processes (multiprocessing 'spawn') by the concurrency tests.
+
+They live in a plain module, not a test file, so that a spawned child imports only this and
+the tracker. Each reports back through a queue, exceptions included, so that the parent
+test asserts on everything that reached the caller.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from tracker.models import Answer
+from tracker.records import AnswerRecord
+from tracker.store import Store
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+
+
+def open_new_db(url: str, barrier: Any, results: Any) -> None:
+    """Wait for the others, then open (and so create) the state DB at `url`."""
+    try:
+        barrier.wait(timeout=60)
+        with Store.open(url) as store:
+            store.source("bucket", "", create=True)
+        results.put(("ok", None))
+    except BaseException as error:
+        results.put(("error", _describe(error)))
+
+
+def claim_and_answer(
+    url: str, bucket: str, owner: str, batch: int, barrier: Any, results: Any
+) -> None:
+    """Claim `batch` keys at a time and answer them, until nothing is left to claim."""
+    claimed: list[str] = []
+    errors: list[str] = []
+    try:
+        with Store.open(url) as store:
+            source = store.source(bucket)
+            barrier.wait(timeout=60)
+            while True:
+                leases = store.claim(source, owner, batch, timedelta(hours=1))
+                if not leases:
+                    break
+                claimed.extend(lease.key for lease in leases)
+                store.record_answers(
+                    source, [AnswerRecord(lease.key, Answer.ACCEPT, owner) for lease in leases]
+                )
+    except BaseException as error:
+        errors.append(_describe(error))
+    results.put((owner, claimed, errors))
+
+
+def answer_keys(
+    url: str, bucket: str, session: str, keys: list[str], batch: int, barrier: Any, results: Any
+) -> None:
+    """Answer `keys` in batches as `session`, racing the other processes doing the same."""
+    errors: list[str] = []
+    try:
+        with Store.open(url) as store:
+            source = store.source(bucket)
+            barrier.wait(timeout=60)
+            for start in range(0, len(keys), batch):
+                store.record_answers(
+                    source,
+                    [AnswerRecord(k, Answer.ACCEPT, session) for k in keys[start : start + batch]],
+                )
+    except BaseException as error:
+        errors.append(_describe(error))
+    results.put((session, errors))

@@ -1,0 +1,37 @@
+"""`tracker status`: where each source stands."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tracker.cli import cli
+from tracker.cli.context import AppContext
+from tracker.cli.output import stdout
+from tracker.cli.params import source_argument, write_lines
+from tracker.cli.tables import render_status, status_report
+
+
+@cli.command()
+@source_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.pass_obj
+def status(app: AppContext, source: str | None, as_json: bool) -> None:
+    """Show keys by state, answers, expired leases, listing progress and time left.
+
+    Without SOURCE, shows every source in the state DB. Counts come from indexes, so this
+    stays fast at millions of keys.
+
+    \b
+    Example:
+      tracker status
+      tracker status s3://my-bucket/images/ --json | jq .sources[0].states
+    """
+    store = app.store
+    sources = [app.source(source)] if source is not None else store.sources()
+    report = status_report(store, sources)
+    if as_json:
+        write_lines([json.dumps(report, ensure_ascii=False, indent=2), "\n"])
+        return
+    render_status(stdout, report, rich=stdout.is_terminal)
