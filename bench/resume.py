@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tracker.stream import open_stream
-
 from bench.report import Table, median, ratio, timed
 from bench.s3counter import RequestCounter
 from bench.seed import SeedDataset, seed_stream
@@ -18,6 +16,7 @@ from tracker.lister import MAX_PAGE_SIZE, Lister
 from tracker.models import Answer
 from tracker.records import AnswerRecord
 from tracker.store import Store
+from tracker.stream import open_stream
 
 DATASET = "bench-images"
 

@@ -168,3 +168,24 @@ def plan_answers(
         else:
             plan.extra[row.id] = plan.extra.get(row.id, 0) + 1
     return plan
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """What a source still needs: keys pending, keys served, and the earliest lease expiry."""
+
+    pending: int
+    served: int
+    next_expiry: datetime | None
+    #: Served keys held by the owner asked about (0 when none was named).
+    served_by_owner: int = 0
+
+    @property
+    def others_out(self) -> int:
+        """Keys pending, or served to other owners: what could still come this owner's way."""
+        return self.pending + self.served - self.served_by_owner
+
+    @property
+    def done(self) -> bool:
+        """Every key is annotated or failed (as far as the listing has got)."""
+        return self.pending == 0 and self.served == 0

@@ -101,6 +101,10 @@ def make_client(
             connect_timeout=10,
             read_timeout=60,
             s3={"addressing_style": "path"} if endpoint else None,
+            # SigV4 everywhere, presigned URLs included (botocore may otherwise presign
+            # with SigV2 in us-east-1, which newer regions and many S3-compatible servers
+            # refuse).
+            signature_version="s3v4",
         )
         session = boto3.session.Session(botocore_session=core, region_name=region)
         return session.client("s3", endpoint_url=endpoint_url, config=config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from itertools import islice
 from typing import Any
@@ -40,6 +40,7 @@ from tracker.records import (
     ItemRow,
     Lease,
     ListedObject,
+    OpenWork,
     SourceRef,
     plan_answers,
 )
@@ -404,39 +405,85 @@ class Store:
         if not answers:
             return 0
         now = now or utcnow()
-        keys = sorted({a.key for a in answers})  # one lock order for every writer
         with self._write() as conn:
-            existing = self._lock_answered(conn, source, keys)
-            missing = [k for k in keys if k not in existing]
-            if missing:
-                # Never-listed keys go in as pending rows first, as a listed page would: a
-                # concurrent writer of the same key then waits and counts its answer instead
-                # of failing on the unique constraint. The plan annotates them below.
-                conn.execute(
-                    self._insert(items).on_conflict_do_nothing(index_elements=["source_id", "key"]),
-                    [{"source_id": source.id, "key": key} for key in missing],
+            return self._record_answers(conn, source, answers, now)
+
+    def import_answers(
+        self,
+        source: SourceRef,
+        answers: Sequence[AnswerRecord],
+        *,
+        requeue_missing: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[int, int]:
+        """Record answers read from `prodigy db-out` and, with `requeue_missing`, put keys
+        annotated here but absent from `answers` back to `pending`: all in ONE transaction.
+
+        Returns (keys newly annotated, keys requeued).
+        """
+        now = now or utcnow()
+        with self._write() as conn:
+            annotated = self._record_answers(conn, source, answers, now) if answers else 0
+            if not requeue_missing:
+                return annotated, 0
+            named = {a.key for a in answers}
+            missing = [
+                r.id
+                for r in conn.execute(
+                    select(items.c.id, items.c.key).where(
+                        items.c.source_id == source.id, items.c.state == ItemState.ANNOTATED
+                    )
                 )
-                existing.update(self._lock_answered(conn, source, missing))
-            plan = plan_answers(answers, existing)
-            if plan.first:
-                conn.execute(
-                    self._annotate,
-                    [
-                        {
-                            "item_id": i,
-                            "new_answer": r.answer,
-                            "new_session": r.session_id,
-                            "now": now,
-                        }
-                        for i, r in plan.first.items()
-                    ],
-                )
-            if plan.extra:
-                conn.execute(
-                    self._count_answer,
-                    [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
-                )
-            return len(plan.first)
+                if r.key not in named
+            ]
+            values = {
+                "state": ItemState.PENDING,
+                "answer": None,
+                "session_id": None,
+                "answer_count": 0,
+                "annotated_at": None,
+                "updated_at": now,
+                **_LEASE_CLEARED,
+            }
+            for chunk in batched(missing, _CHUNK):
+                conn.execute(update(items).where(items.c.id.in_(chunk)).values(**values))
+            return annotated, len(missing)
+
+    def _record_answers(
+        self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
+    ) -> int:
+        keys = sorted({a.key for a in answers})  # one lock order for every writer
+        existing = self._lock_answered(conn, source, keys)
+        missing = [k for k in keys if k not in existing]
+        if missing:
+            # Never-listed keys go in as pending rows first, as a listed page would: a
+            # concurrent writer of the same key then waits and counts its answer instead
+            # of failing on the unique constraint. The plan annotates them below.
+            conn.execute(
+                self._insert(items).on_conflict_do_nothing(index_elements=["source_id", "key"]),
+                [{"source_id": source.id, "key": key} for key in missing],
+            )
+            existing.update(self._lock_answered(conn, source, missing))
+        plan = plan_answers(answers, existing)
+        if plan.first:
+            conn.execute(
+                self._annotate,
+                [
+                    {
+                        "item_id": i,
+                        "new_answer": r.answer,
+                        "new_session": r.session_id,
+                        "now": now,
+                    }
+                    for i, r in plan.first.items()
+                ],
+            )
+        if plan.extra:
+            conn.execute(
+                self._count_answer,
+                [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
+            )
+        return len(plan.first)
 
     def _lock_answered(
         self, conn: Connection, source: SourceRef, keys: Sequence[str]
@@ -488,6 +535,43 @@ class Store:
             .values(
                 answer_count=items.c.answer_count + bindparam("more"), updated_at=bindparam("now")
             )
+        )
+
+    def open_work(self, source: SourceRef, owner: str | None = None) -> OpenWork:
+        """What is left to annotate: pending and served counts (and how many of the served
+        keys `owner` holds), and the next lease expiry.
+
+        The stream asks this when it has nothing to claim, to tell "wait for other owners'
+        leases" from "done". Two indexed queries, whatever the size of the source.
+        """
+        in_source = items.c.source_id == source.id
+        with self._read() as conn:
+            by_state = dict(
+                conn.execute(
+                    select(items.c.state, func.count())
+                    .where(in_source, items.c.state.in_([ItemState.PENDING, ItemState.SERVED]))
+                    .group_by(items.c.state)
+                ).all()
+            )
+            next_expiry = conn.execute(
+                select(func.min(items.c.lease_expires_at)).where(
+                    in_source, items.c.state == ItemState.SERVED
+                )
+            ).scalar_one()
+            mine = 0
+            if owner is not None:
+                mine = conn.execute(
+                    select(func.count()).where(
+                        in_source, items.c.state == ItemState.SERVED, items.c.lease_owner == owner
+                    )
+                ).scalar_one()
+        if next_expiry is not None and next_expiry.tzinfo is None:
+            next_expiry = next_expiry.replace(tzinfo=UTC)
+        return OpenWork(
+            pending=by_state.get(ItemState.PENDING, 0),
+            served=by_state.get(ItemState.SERVED, 0),
+            next_expiry=next_expiry,
+            served_by_owner=mine,
         )
 
     def mark_failed(self, source: SourceRef, key: str, reason: str) -> bool:

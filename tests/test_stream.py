@@ -1,0 +1,322 @@
+"""The stream through the Prodigy harness, against SeaweedFS (a real S3 server process) and
+the state DB on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.images_fixtures import image_bytes, put_images, temporary_bucket
+from tests.prodigy_harness import App, load_recipes
+from tracker.models import Answer, ItemState
+from tracker.records import ItemFilter
+from tracker.store import Store
+from tracker.stream import open_stream
+from tracker.tasks import input_hash, s3_uri
+
+
+@pytest.fixture
+def bucket(seaweedfs, s3_env):
+    """A bucket deleted after the test (overrides conftest's, which keeps them)."""
+    yield from temporary_bucket(seaweedfs)
+
+
+@pytest.fixture
+def s3(seaweedfs, bucket):
+    return seaweedfs.client()
+
+
+@pytest.fixture
+def start(seaweedfs, bucket, db_url):
+    """Start the registered recipe as Prodigy would; returns an `App`."""
+    recipe, _ = load_recipes()["stream_from_s3"]
+    dataset_db: list[dict] = []
+    apps: list[App] = []
+
+    def run(*args, order: str = "update_first", **kwargs) -> App:
+        kwargs.setdefault("label", "CAT")
+        kwargs.setdefault("state_db", db_url)
+        kwargs.setdefault("endpoint_url", seaweedfs.endpoint_url)
+        app = App(recipe("ds", bucket, *args, **kwargs), dataset_db, order=order)
+        apps.append(app)
+        return app
+
+    yield run
+    for app in apps:
+        app.components["update"].__self__.close()
+
+
+def states(db_url: str, bucket: str, prefix: str = "") -> dict[str, ItemState]:
+    with Store.open(db_url) as store:
+        source = store.source(bucket, prefix)
+        return {row.key: row.state for row in store.iter_items(source)}
+
+
+@pytest.mark.parametrize("order", ["update_first", "before_db_first"])
+def test_every_key_is_served_once_answered_and_the_stream_ends(
+    start, s3, bucket, db_url, order
+) -> None:
+    keys = put_images(s3, bucket, [f"img/{i:03d}.png" for i in range(25)])
+    app = start(order=order)
+    answered = app.annotate_all()
+    assert sorted(answered) == keys
+    assert len(app.served) == 25
+    assert set(states(db_url, bucket).values()) == {ItemState.ANNOTATED}
+    saved = {eg["meta"]["key"]: eg for eg in app.dataset_db}
+    assert set(saved) == set(keys)
+    for key, example in saved.items():
+        assert example["image"] == s3_uri(bucket, key)
+        assert example["_input_hash"] == input_hash(bucket, key)
+
+
+def test_tasks_carry_real_mime_meta_and_hashes(start, s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="a.jpg", Body=image_bytes("a.jpg"), ContentType="image/jpg")
+    s3.put_object(Bucket=bucket, Key="b.png", Body=image_bytes("b.png"))  # no Content-Type
+    batch = start().next_batch()
+    by_key = {t["meta"]["key"]: t for t in batch}
+    assert by_key["a.jpg"]["image"].startswith("data:image/jpeg;base64,")
+    assert by_key["b.png"]["image"].startswith("data:image/png;base64,")
+    assert by_key["a.jpg"]["meta"] == {
+        "bucket": bucket,
+        "key": "a.jpg",
+        "size": len(image_bytes("a.jpg")),
+    }
+    for key, task in by_key.items():
+        assert -(2**31) <= task["_input_hash"] < 2**31
+        assert -(2**31) <= task["_task_hash"] < 2**31
+        assert task["_input_hash"] == input_hash(bucket, key)
+
+
+def test_reload_drops_a_batch_which_comes_back_once_nothing_else_is_left(
+    start, s3, bucket, db_url
+) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(20)])
+    app = start(lease="1h", resend_after="1s")
+    dropped = [t["meta"]["key"] for t in app.next_batch()]  # the browser reloads
+    rest = app.next_batch()
+    assert len(rest) == 10 and not set(dropped) & {t["meta"]["key"] for t in rest}
+    app.answer(rest)
+    began = time.monotonic()
+    again = app.next_batch()  # nothing else left: waits until the dropped batch is due
+    assert sorted(t["meta"]["key"] for t in again) == sorted(dropped)
+    assert 0.5 <= time.monotonic() - began < 10
+    app.answer(again)
+    assert app.next_batch() == [] and app.exhausted
+    assert set(states(db_url, bucket).values()) == {ItemState.ANNOTATED}
+
+
+def test_a_partial_last_batch_ends_the_stream_when_only_its_own_keys_are_out(
+    start, s3, bucket
+) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(13)])
+    app = start(lease="1h", resend_after="1s")
+    app.answer(app.next_batch())
+    began = time.monotonic()
+    last = app.next_batch()
+    assert len(last) == 3 and app.exhausted
+    assert time.monotonic() - began < 5
+
+
+def test_a_partial_batch_waits_only_briefly_for_other_owners(s3, bucket, db_url) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(12)])
+    common = {"state_db": db_url, "client": s3, "lease": "1h"}
+    with (
+        open_stream(bucket, owner="bob", **common) as bob,
+        open_stream(bucket, owner="alice", partial_wait=0.5, poll_interval=0.1, **common) as alice,
+    ):
+        bob_app, alice_app = (
+            App({"dataset": "ds", "view_id": "image", "stream": bob}),
+            App({"dataset": "ds", "view_id": "image", "stream": alice}),
+        )
+        assert len(bob_app.next_batch()) == 10
+        began = time.monotonic()
+        assert len(alice_app.next_batch()) == 2 and alice_app.exhausted
+        assert 0.4 <= time.monotonic() - began < 5
+
+
+def test_restart_serves_this_owners_keys_first_without_waiting_for_the_lease(
+    start, s3, bucket
+) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(30)])
+    first = start(lease="2h")
+    held = [t["meta"]["key"] for t in first.next_batch()]
+    first.components["update"].__self__.close()  # a crash: no on_exit
+    began = time.monotonic()
+    again = start(lease="2h").next_batch()
+    assert [t["meta"]["key"] for t in again] == held
+    assert time.monotonic() - began < 5
+
+
+def test_on_exit_releases_unanswered_keys_only(start, s3, bucket, db_url) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(20)])
+    app = start()
+    answered = app.next_batch()
+    app.answer(answered[:4])
+    assert app.exit() == 6
+    by_state = states(db_url, bucket)
+    assert sum(s is ItemState.ANNOTATED for s in by_state.values()) == 4
+    assert sum(s is ItemState.SERVED for s in by_state.values()) == 0
+
+
+def test_waits_for_other_owners_live_leases_then_serves_them_after_expiry(
+    start, s3, bucket, db_url
+) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(20)])
+    other = start(owner="bob", lease="2s")
+    theirs = [t["meta"]["key"] for t in other.next_batch()]  # bob goes quiet
+    mine = start(owner="alice", lease="1h")
+    first = mine.next_batch()
+    assert len(first) == 10 and not {t["meta"]["key"] for t in first} & set(theirs)
+    mine.answer(first)
+    began = time.monotonic()
+    second = mine.next_batch()  # nothing claimable; bob's leases are live: wait
+    assert sorted(t["meta"]["key"] for t in second) == sorted(theirs)
+    assert time.monotonic() - began >= 1.0
+    mine.answer(second, "accept")
+    assert mine.next_batch() == [] and mine.exhausted
+    # Bob comes back and answers late: his answers are still recorded (counted).
+    other.answer([t for t in second[:1]], "reject", session="bob")
+    with Store.open(db_url) as store:
+        source = store.source(bucket)
+        row = next(store.iter_items(source, ItemFilter(keys=frozenset([theirs[0]]))))
+        counts = store.counts(source)
+    assert counts.state(ItemState.ANNOTATED) == 20
+    assert row.state is ItemState.ANNOTATED
+
+
+def test_an_answer_after_the_lease_expired_still_annotates(start, s3, bucket, db_url) -> None:
+    put_images(s3, bucket, ["only.png"])
+    app = start(lease="1s")
+    batch = app.next_batch()
+    time.sleep(1.2)
+    app.answer(batch, "reject")
+    with Store.open(db_url) as store:
+        row = next(store.iter_items(store.source(bucket)))
+    assert row.state is ItemState.ANNOTATED and row.answer is Answer.REJECT
+    assert row.session_id == "ds-alice"
+
+
+def test_vanished_and_non_image_objects_fail_with_a_reason_and_the_stream_goes_on(
+    start, s3, bucket, db_url
+) -> None:
+    put_images(s3, bucket, ["a.png", "b.png", "gone.png"])
+    s3.put_object(
+        Bucket=bucket, Key="text.png", Body=b"hello, not an image", ContentType="text/plain"
+    )
+    with Store.open(db_url) as store:  # list first, then delete: the key vanished
+        stream = open_stream(bucket, store=store, owner="x", client=s3, endpoint_url=None)
+        stream._list_one_page()
+    s3.delete_object(Bucket=bucket, Key="gone.png")
+    app = start()
+    assert sorted(app.annotate_all()) == ["a.png", "b.png"]
+    with Store.open(db_url) as store:
+        failed = {
+            r.key: r.failure_reason
+            for r in store.iter_items(
+                store.source(bucket), ItemFilter(states=frozenset([ItemState.FAILED]))
+            )
+        }
+    assert set(failed) == {"gone.png", "text.png"}
+    assert failed["gone.png"].startswith("vanished")
+    assert failed["text.png"].startswith("not an image")
+
+
+def test_lists_one_page_only_when_nothing_is_claimable(s3, bucket, db_url) -> None:
+    put_images(s3, bucket, [f"k{i:02d}.png" for i in range(20)])
+    with open_stream(
+        bucket, state_db=db_url, owner="o", client=s3, page_size=5, batch_size=5
+    ) as stream:
+        tasks = iter(stream)
+        for expected_calls in (1, 2, 3, 4):
+            for _ in range(5):
+                next(tasks)
+            assert stream.stats.list_calls == expected_calls
+        stream.record([{"meta": {"key": k}, "answer": "accept"} for k in stream.held])
+        assert next(tasks, None) is None
+        assert stream.stats.list_calls == 4  # the 4th page said "no more": no extra call
+
+
+def test_presigned_urls_carry_the_configured_expiry_and_serve_the_object(start, s3, bucket) -> None:
+    import urllib.parse
+    import urllib.request
+
+    put_images(s3, bucket, ["p.png"])
+    first = start(lease="1h")
+    inline = first.next_batch()[0]
+    first.exit()
+    app = start(presign="15m")
+    task = app.next_batch()[0]
+    url = task["image"]
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+    assert query["X-Amz-Expires"] == ["900"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == image_bytes("p.png")
+    assert task["_input_hash"] == inline["_input_hash"]
+    assert task["_task_hash"] == inline["_task_hash"]
+    saved = app.answer([task])
+    assert saved[0]["image"] == s3_uri(bucket, "p.png")
+
+
+def test_inline_mode_writes_no_image_bytes_to_disk(start, s3, bucket, sqlite_url, tmp_path) -> None:
+    import sys
+
+    keys = put_images(s3, bucket, [f"k{i}.png" for i in range(12)])
+    writes: list[str] = []
+    watching = True
+
+    def hook(event: str, args: tuple) -> None:
+        mode = args[1] if event == "open" and len(args) > 1 else None
+        if watching and isinstance(mode, str) and any(c in mode for c in "wax+"):
+            writes.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        app = start(state_db=sqlite_url)
+        app.annotate_all()
+        app.exit()
+    finally:
+        watching = False
+    assert writes == []
+    for path in tmp_path.glob("state.db*"):
+        data = path.read_bytes()
+        for key in keys:
+            assert image_bytes(key) not in data
+            assert b"payload:" + key.encode() not in data
+
+
+def test_hashes_are_stable_across_serves_restarts_and_presigning(start, s3, bucket) -> None:
+    put_images(s3, bucket, ["h.png"])
+    seen = []
+    for presign in (None, "1h", "2h", None):
+        app = start(presign=presign, lease="1h")
+        task = app.next_batch()[0]
+        seen.append((task["_input_hash"], task["_task_hash"]))
+        app.exit()
+    assert len(set(seen)) == 1
+
+
+def test_classification_and_image_views(start, s3, bucket) -> None:
+    put_images(s3, bucket, ["c.png"])
+    app = start(view_id="classification", label="DOG", owner="c1")
+    task = app.next_batch()[0]
+    assert app.components["view_id"] == "classification"
+    assert task["label"] == "DOG"
+    app.exit()
+    plain = start(view_id="image", label=None, owner="c2").next_batch()[0]
+    assert "label" not in plain
+    assert plain["_task_hash"] != task["_task_hash"]
+    assert plain["_input_hash"] == task["_input_hash"]
+
+
+def test_lease_option_sets_the_lease(start, s3, bucket, db_url) -> None:
+    put_images(s3, bucket, ["l.png"])
+    app = start(lease="90s")
+    app.next_batch()
+    stream = app.components["update"].__self__
+    assert stream.lease == timedelta(seconds=90)
+    with Store.open(db_url) as store:
+        cursor_source = store.source(bucket)
+        counts = store.counts(cursor_source)
+    assert counts.state(ItemState.SERVED) == 1
