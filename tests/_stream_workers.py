@@ -36,9 +36,8 @@ def stream_and_answer(
 ) -> None:
     """Stream every task this process is given, answering each batch of 10, until the
     stream ends; report (owner, keys served in order, errors, warnings logged)."""
-    from tracker.stream import open_stream
-
     from tracker.s3 import make_client
+    from tracker.stream import open_stream
 
     served: list[str] = []
     errors: list[str] = []

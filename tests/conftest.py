@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.s3servers import MotoServer
+from tests.s3servers import MotoServer, temporary_bucket
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tracker.store import Store
 
@@ -112,8 +112,6 @@ def s3_env(monkeypatch) -> None:
 
 
 @pytest.fixture
-def bucket(seaweedfs, s3_env) -> str:
-    """A new, empty bucket on the session's SeaweedFS."""
-    name = f"b-{uuid.uuid4().hex[:16]}"
-    seaweedfs.client().create_bucket(Bucket=name)
-    return name
+def bucket(seaweedfs, s3_env) -> Iterator[str]:
+    """A new, empty bucket on the session's SeaweedFS, deleted after the test."""
+    yield from temporary_bucket(seaweedfs)

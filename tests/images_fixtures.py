@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,23 +34,3 @@ def count_list_calls(client: Any) -> list[dict[str, Any]]:
         "before-call.s3.ListObjectsV2", lambda params, **_: calls.append(params)
     )
     return calls
-
-
-def temporary_bucket(seaweedfs: Any) -> Iterator[str]:
-    """A new bucket on the session's SeaweedFS, emptied and deleted afterwards.
-
-    SeaweedFS gives each bucket its own volumes and runs out after a few dozen buckets;
-    deleting them keeps a long run going.
-    """
-    name = f"r-{uuid.uuid4().hex[:16]}"
-    client = seaweedfs.client()
-    client.create_bucket(Bucket=name)
-    yield name
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objects:
-                client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
-        client.delete_bucket(Bucket=name)
-    except Exception:  # cleanup only: a leftover bucket costs volumes, not correctness
-        pass

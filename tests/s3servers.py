@@ -12,7 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -73,3 +76,23 @@ class MotoServer:
             endpoint_url=self.endpoint_url,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": max_attempts}),
         )
+
+
+def temporary_bucket(seaweedfs: Any) -> Iterator[str]:
+    """A new bucket on the session's SeaweedFS, emptied and deleted afterwards.
+
+    SeaweedFS gives each bucket its own volumes and runs out after a few dozen buckets;
+    deleting them keeps a long run going.
+    """
+    name = f"b-{uuid.uuid4().hex[:16]}"
+    client = seaweedfs.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
+        client.delete_bucket(Bucket=name)
+    except Exception:  # cleanup only: a leftover bucket costs volumes, not correctness
+        pass

@@ -33,13 +33,6 @@ def test_generated_pngs_are_valid():
     assert png(1, 1, lambda x, y: (1, 2, 3)).endswith(b"IEND\xaeB`\x82")
 
 
-needs_stream = pytest.mark.skipif(
-    not __import__("importlib.util").util.find_spec("tracker.stream"),
-    reason="tracker.stream (the recipe's stream) is not on this branch yet",
-)
-
-
-@needs_stream
 def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
     import subprocess
 
@@ -62,7 +55,6 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path):
     assert not os.path.exists("must/not/be/used")
 
 
-@needs_stream
 def test_demo_with_an_explicit_db_and_keep(tmp_path, sqlite_url):
     from tracker.demo import run_demo
     from tracker.store import Store
@@ -84,7 +76,6 @@ def test_demo_with_an_explicit_db_and_keep(tmp_path, sqlite_url):
     assert counts.state("served") == 0  # stopped cleanly: nothing left leased
 
 
-@needs_stream
 def test_demo_cleans_up_when_interrupted(tmp_path, monkeypatch):
     from tracker import locals3
     from tracker.demo import run_demo

@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.images_fixtures import put_images, temporary_bucket
+from tests.images_fixtures import put_images
 from tests.prodigy_harness import App, load_recipes
 from tracker.models import ItemState
 from tracker.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def bucket(seaweedfs, s3_env):
-    """A bucket deleted after the test (overrides conftest's, which keeps them)."""
-    yield from temporary_bucket(seaweedfs)
 
 
 def worker(config: dict) -> subprocess.Popen[str]:

@@ -19,7 +19,6 @@ PROCESSES = 8
 KEYS = [f"img/{i:05d}.jpg" for i in range(10_000)]
 BUCKET = f"eight-{uuid.uuid4().hex[:12]}"
 
-pytest.importorskip("tracker.stream", reason="needs the recipe branch (tracker.stream)")
 from tests._stream_workers import stream_and_answer  # noqa: E402
 from tests.faultproxy import put_objects  # noqa: E402
 from tracker.models import ItemState  # noqa: E402

@@ -26,9 +26,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("tracker.stream", reason="needs the recipe branch (tracker.stream)")
-from tracker.stream import open_stream  # noqa: E402
-
 from tests.faultproxy import FaultProxy  # noqa: E402
 from tests.images_fixtures import image_bytes, put_images  # noqa: E402
 from tracker.errors import S3Error  # noqa: E402
@@ -36,6 +33,7 @@ from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
 from tracker.models import ItemState  # noqa: E402
 from tracker.s3 import make_client  # noqa: E402
 from tracker.store import Store  # noqa: E402
+from tracker.stream import open_stream  # noqa: E402
 
 
 def states(url: str, bucket: str) -> dict[str, ItemState]:

@@ -8,19 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from tests.images_fixtures import image_bytes, put_images, temporary_bucket
+from tests.images_fixtures import image_bytes, put_images
 from tests.prodigy_harness import App, load_recipes
 from tracker.models import Answer, ItemState
 from tracker.records import ItemFilter
 from tracker.store import Store
 from tracker.stream import open_stream
 from tracker.tasks import input_hash, s3_uri
-
-
-@pytest.fixture
-def bucket(seaweedfs, s3_env):
-    """A bucket deleted after the test (overrides conftest's, which keeps them)."""
-    yield from temporary_bucket(seaweedfs)
 
 
 @pytest.fixture

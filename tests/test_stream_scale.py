@@ -12,18 +12,12 @@ import tracemalloc
 
 import pytest
 
-from tests.images_fixtures import count_list_calls, put_images, temporary_bucket
+from tests.images_fixtures import count_list_calls, put_images
 from tracker.lister import Lister
 from tracker.models import Answer
 from tracker.records import AnswerRecord, ListedObject
 from tracker.store import Store
 from tracker.stream import open_stream
-
-
-@pytest.fixture
-def bucket(seaweedfs, s3_env):
-    """A bucket deleted after the test (overrides conftest's, which keeps them)."""
-    yield from temporary_bucket(seaweedfs)
 
 
 @pytest.mark.slow
