@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import listing, scale
+from bench import listing, memory, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -69,10 +69,12 @@ def main() -> None:
     with SeaweedFS() as server:
         client = server.client()
         print(f"filling a bucket with {objects:,} objects...", file=sys.stderr, flush=True)
-        fill_bucket(client, "bench", objects)
+        keys = fill_bucket(client, "bench", objects)
+        emit(resume.run(client, "bench", keys, repeats).markdown())
+        emit(memory.run(server.endpoint_url, "bench", store_keys, repeats).markdown())
         emit(listing.run(client, "bench", objects, repeats).markdown())
     pg = None if args.no_postgres else PG_URL
-    emit(scale.run(store_keys, 1 if not args.quick else repeats, pg).markdown())
+    emit(scale.run(store_keys, repeats if args.quick else 1, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ stream (state DB) and for the seed's algorithm (the dataset's keys in a list).""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from tracker.store import Store
 STREAMED = 1000
 
 
-def _state_db(path: Path, bucket: str, annotated: int) -> str:
+def _state_db(path: Path, bucket: str, annotated: int) -> None:
     """A state DB that already holds `annotated` answered keys (sorting before the bucket's
     real `images/` keys, which are still to be listed)."""
     url = f"sqlite:///{path}"
@@ -38,14 +39,12 @@ def _state_db(path: Path, bucket: str, annotated: int) -> str:
                 .where(items.c.source_id == source.id)
                 .values(state=ItemState.ANNOTATED, answer=Answer.ACCEPT, answer_count=1)
             )
-    return url
 
 
-def _seed_db(path: Path, annotated: int) -> str:
+def _seed_db(path: Path, annotated: int) -> None:
     dataset = SeedDataset(path)
     for start in range(0, annotated, 10_000):
         dataset.add(f"done/{i:09d}.png" for i in range(start, min(start + 10_000, annotated)))
-    return str(path)
 
 
 def _peak_kib(kind: str, bucket: str, db: str, endpoint: str) -> int:
@@ -69,10 +68,17 @@ def run(endpoint: str, bucket: str, annotated: int, repeats: int) -> Table:
         for kind in ("ours", "seed"):
             row = []
             for done in (0, annotated):
+                template = Path(tmp) / f"{kind}-{done}.db"
+                if kind == "ours":
+                    _state_db(template, bucket, done)
+                else:
+                    _seed_db(template, done)
                 peaks = []
                 for attempt in range(repeats):
+                    # Our stream writes to its state DB: each run starts from a fresh copy.
                     path = Path(tmp) / f"{kind}-{done}-{attempt}.db"
-                    db = _state_db(path, bucket, done) if kind == "ours" else _seed_db(path, done)
+                    shutil.copy(template, path)
+                    db = f"sqlite:///{path}" if kind == "ours" else str(path)
                     peaks.append(_peak_kib(kind, bucket, db, endpoint))
                 row.append(median(peaks))
             results[kind] = row

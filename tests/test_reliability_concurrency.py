@@ -15,14 +15,14 @@ from collections import Counter
 
 import pytest
 
+from tests._stream_workers import stream_and_answer
+from tests.faultproxy import put_objects
+from tracker.models import ItemState
+from tracker.store import Store
+
 PROCESSES = 8
 KEYS = [f"img/{i:05d}.jpg" for i in range(10_000)]
 BUCKET = f"eight-{uuid.uuid4().hex[:12]}"
-
-from tests._stream_workers import stream_and_answer  # noqa: E402
-from tests.faultproxy import put_objects  # noqa: E402
-from tracker.models import ItemState  # noqa: E402
-from tracker.store import Store  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.faultproxy import FaultProxy
+from tests.images_fixtures import image_bytes, put_images
+from tracker.errors import S3Error
+from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from tracker.models import ItemState
+from tracker.s3 import make_client
+from tracker.store import Store
+from tracker.stream import open_stream
 
-from tests.faultproxy import FaultProxy  # noqa: E402
-from tests.images_fixtures import image_bytes, put_images  # noqa: E402
-from tracker.errors import S3Error  # noqa: E402
-from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
-from tracker.models import ItemState  # noqa: E402
-from tracker.s3 import make_client  # noqa: E402
-from tracker.store import Store  # noqa: E402
-from tracker.stream import open_stream  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def states(url: str, bucket: str) -> dict[str, ItemState]:
@@ -135,6 +135,7 @@ def test_presigned_urls_expire_as_configured_on_a_checking_server(tmp_path, s3_e
 
 STREAM_IN_A_PROCESS = """
 import sys
+from tracker.stream import open_stream
 bucket, db, endpoint = sys.argv[1:4]
 with open_stream(bucket, state_db=db, owner="inline", endpoint_url=endpoint) as stream:
     for task in stream:
