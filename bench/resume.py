@@ -32,7 +32,10 @@ def prepare_state_db(path: Path, client: Any, bucket: str, keys: list[str], done
         for start in range(0, done, 1000):
             store.record_answers(
                 source,
-                [AnswerRecord(k, Answer.ACCEPT, DATASET) for k in keys[start : start + 1000]],
+                [
+                    AnswerRecord(k, Answer.ACCEPT, DATASET)
+                    for k in keys[start : min(start + 1000, done)]
+                ],
             )
 
 

@@ -8,6 +8,7 @@ claim on PostgreSQL so that concurrent claimers never wait on, or take, each oth
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -452,6 +453,11 @@ class Store:
     def _record_answers(
         self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
     ) -> int:
+        annotated = 0
+        if not self._pg:
+            annotated, answers = self._annotate_first_answers(conn, source, answers, now)
+            if not answers:
+                return annotated
         keys = sorted({a.key for a in answers})  # one lock order for every writer
         existing = self._lock_answered(conn, source, keys)
         missing = [k for k in keys if k not in existing]
@@ -483,7 +489,34 @@ class Store:
                 self._count_answer,
                 [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
             )
-        return len(plan.first)
+        return annotated + len(plan.first)
+
+    def _annotate_first_answers(
+        self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
+    ) -> tuple[int, Sequence[AnswerRecord]]:
+        """The common case in one statement per distinct answer: keys not yet annotated,
+        answered once in the batch. Returns how many it annotated and the answers left for
+        the general path (repeats, later answers, never-listed keys).
+
+        SQLite only: its writers are serialised, so no lock order is needed.
+        """
+        once = Counter(a.key for a in answers)
+        groups: dict[tuple[Answer, str | None], list[str]] = {}
+        for a in answers:
+            if once[a.key] == 1:
+                groups.setdefault((a.answer, a.session_id), []).append(a.key)
+        done: set[str] = set()
+        for (answer, session), keys in groups.items():
+            for chunk in batched(keys, _CHUNK):
+                params = {
+                    "in_source": source.id,
+                    "keys": chunk,
+                    "new_answer": answer,
+                    "new_session": session,
+                    "now": now,
+                }
+                done.update(conn.execute(self._annotate_unanswered, params).scalars())
+        return len(done), [a for a in answers if a.key not in done]
 
     def _lock_answered(
         self, conn: Connection, source: SourceRef, keys: Sequence[str]
@@ -525,6 +558,28 @@ class Store:
                 failure_reason=None,
                 **_LEASE_CLEARED,
             )
+        )
+
+    @cached_property
+    def _annotate_unanswered(self) -> Any:
+        return (
+            update(items)
+            .where(
+                items.c.source_id == bindparam("in_source"),
+                items.c.key.in_(bindparam("keys", expanding=True)),
+                items.c.state != ItemState.ANNOTATED,
+            )
+            .values(
+                state=ItemState.ANNOTATED,
+                answer=bindparam("new_answer"),
+                session_id=bindparam("new_session"),
+                answer_count=1,
+                annotated_at=bindparam("now"),
+                updated_at=bindparam("now"),
+                failure_reason=None,
+                **_LEASE_CLEARED,
+            )
+            .returning(items.c.key)
         )
 
     @cached_property
