@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tracker.models import Answer, ItemState
 from tracker.records import (
     AnswerRecord,
@@ -22,7 +24,7 @@ def existing(item_id: int, state: ItemState, answer=None, session=None) -> Exist
 def test_first_answer_for_a_served_key_annotates_it():
     plan = plan_answers([AnswerRecord("a", ACCEPT, "s1")], {"a": existing(1, ItemState.SERVED)})
     assert plan.first == {1: AnswerRecord("a", ACCEPT, "s1")}
-    assert plan.extra == {} and plan.unknown == {}
+    assert plan.extra == {}
 
 
 def test_first_answer_for_pending_or_failed_keys_also_annotates_them():
@@ -36,7 +38,7 @@ def test_first_answer_for_pending_or_failed_keys_also_annotates_them():
 def test_replaying_the_stored_answer_is_a_no_op():
     row = existing(7, ItemState.ANNOTATED, ACCEPT, "s1")
     plan = plan_answers([AnswerRecord("a", ACCEPT, "s1")] * 3, {"a": row})
-    assert plan.first == {} and plan.extra == {} and plan.unknown == {}
+    assert plan.first == {} and plan.extra == {}
 
 
 def test_a_different_answer_for_an_annotated_key_only_counts():
@@ -61,21 +63,9 @@ def test_first_answer_wins_within_one_batch_and_later_ones_count():
     assert plan.extra == {3: 1}
 
 
-def test_unknown_keys_are_planned_for_insertion_with_their_distinct_answer_count():
-    plan = plan_answers(
-        [
-            AnswerRecord("new", REJECT, "s1"),
-            AnswerRecord("new", REJECT, "s1"),
-            AnswerRecord("new", ACCEPT, "s2"),
-            AnswerRecord("other", ACCEPT),
-        ],
-        {},
-    )
-    assert plan.unknown == {
-        "new": (AnswerRecord("new", REJECT, "s1"), 2),
-        "other": (AnswerRecord("other", ACCEPT), 1),
-    }
-    assert plan.first == {} and plan.extra == {}
+def test_a_key_without_a_row_is_a_caller_error():
+    with pytest.raises(KeyError):
+        plan_answers([AnswerRecord("never-listed", ACCEPT)], {})
 
 
 def test_session_is_part_of_what_makes_an_answer_distinct():
@@ -86,7 +76,7 @@ def test_session_is_part_of_what_makes_an_answer_distinct():
 
 def test_empty_batch_plans_nothing():
     plan = plan_answers([], {"a": existing(1, ItemState.SERVED)})
-    assert plan.first == {} and plan.extra == {} and plan.unknown == {}
+    assert plan.first == {} and plan.extra == {}
 
 
 def test_item_filter_glob_matches_whole_key_and_star_crosses_slashes():

@@ -135,8 +135,6 @@ class AnswerPlan:
     first: dict[int, AnswerRecord] = field(default_factory=dict)
     #: item id -> how many more distinct answers arrived for an annotated key.
     extra: dict[int, int] = field(default_factory=dict)
-    #: Keys never listed (e.g. imported answers): inserted as annotated, with their count.
-    unknown: dict[str, tuple[AnswerRecord, int]] = field(default_factory=dict)
 
 
 def plan_answers(
@@ -146,7 +144,8 @@ def plan_answers(
 
     The first answer for a key sets its state and answer; a later, different answer (another
     session, or the same session changing its mind) only counts; the same answer from the
-    same session again is a no-op, so replaying a batch is idempotent.
+    same session again is a no-op, so replaying a batch is idempotent. Every answered key
+    must have a row in `existing` (the store inserts never-listed keys first).
     """
     plan = AnswerPlan()
     seen: dict[str, tuple[Answer | None, str | None]] = {
@@ -159,11 +158,8 @@ def plan_answers(
         if previous == (record.answer, record.session_id):
             continue
         seen[record.key] = (record.answer, record.session_id)
-        row = existing.get(record.key)
-        if row is None:
-            first, count = plan.unknown.get(record.key, (record, 0))
-            plan.unknown[record.key] = (first, count + 1)
-        elif previous is None:
+        row = existing[record.key]
+        if previous is None:
             plan.first[row.id] = record
         else:
             plan.extra[row.id] = plan.extra.get(row.id, 0) + 1
