@@ -655,42 +655,36 @@ class Store:
         """Stream matching items in listing order, in constant memory.
 
         Pages by id (keyset pagination) in short read transactions, so a slow consumer
-        never holds a snapshot or a lock open.
+        never holds a snapshot or a lock open. A key list is looked up through the unique
+        index instead, a chunk at a time: memory then grows with the list, not the source.
         """
         where = where or ItemFilter()
+        base = select(
+            items.c.id,
+            items.c.key,
+            items.c.state,
+            items.c.answer,
+            items.c.session_id,
+            items.c.lease_owner,
+            items.c.served_at,
+            items.c.failure_reason,
+        ).where(items.c.source_id == source.id, *_conditions(where))
+        if where.keys is not None:
+            rows = []
+            for chunk in batched(sorted(where.keys), _CHUNK):
+                with self._read() as conn:
+                    rows += conn.execute(base.where(items.c.key.in_(chunk))).all()
+            rows.sort(key=lambda r: r.id)
+            yield from (_item_row(r) for r in rows if where.matches_key(r.key))
+            return
         after = 0
         while True:
-            query = (
-                select(
-                    items.c.id,
-                    items.c.key,
-                    items.c.state,
-                    items.c.answer,
-                    items.c.session_id,
-                    items.c.lease_owner,
-                    items.c.served_at,
-                    items.c.failure_reason,
-                )
-                .where(items.c.source_id == source.id, items.c.id > after, *_conditions(where))
-                .order_by(items.c.id)
-                .limit(1000)
-            )
+            query = base.where(items.c.id > after).order_by(items.c.id).limit(1000)
             with self._read() as conn:
                 rows = conn.execute(query).all()
             if not rows:
                 return
-            for r in rows:
-                if where.matches_key(r.key) and (where.keys is None or r.key in where.keys):
-                    yield ItemRow(
-                        r.id,
-                        r.key,
-                        r.state,
-                        r.answer,
-                        r.session_id,
-                        r.lease_owner,
-                        r.served_at,
-                        r.failure_reason,
-                    )
+            yield from (_item_row(r) for r in rows if where.matches_key(r.key))
             after = rows[-1].id
 
     def to_pending(self, source: SourceRef, where: ItemFilter) -> int:
@@ -777,6 +771,12 @@ class Store:
                 )
             ).scalar_one()
         return counts
+
+
+def _item_row(r: Any) -> ItemRow:
+    return ItemRow(
+        r.id, r.key, r.state, r.answer, r.session_id, r.lease_owner, r.served_at, r.failure_reason
+    )
 
 
 def _conditions(where: ItemFilter) -> list[Any]:
