@@ -126,8 +126,9 @@ def pg_schema(base_url: str) -> Iterator[str]:
 
 
 def run(total: int, repeats: int, pg_url: str | None) -> Table:
+    runs = f"median of {repeats} runs" if repeats > 1 else "one run"
     table = Table(
-        f"State store at scale ({total:,} keys, pages of {PAGE:,}; median of {repeats} runs)",
+        f"State store at scale ({total:,} keys, pages of {PAGE:,}; {runs})",
         ["measure", "SQLite", "PostgreSQL", "target"],
     )
     results: dict[str, dict[str, str]] = {"sqlite": {}, "postgresql": {}}
