@@ -17,10 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from tracker.locals3 import ACCESS_KEY, SECRET_KEY, free_port
+from tracker.locals3 import free_port, loopback_client
 
 
 class MotoServer:
@@ -66,16 +63,8 @@ class MotoServer:
         self.stop()
         self.start()
 
-    def client(self, *, max_attempts: int = 3):  # type: ignore[no-untyped-def]
-        return boto3.session.Session(
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        ).client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": max_attempts}),
-        )
+    def client(self, *, max_attempts: int = 3) -> Any:
+        return loopback_client(self.endpoint_url, max_attempts=max_attempts)
 
 
 def temporary_bucket(seaweedfs: Any) -> Iterator[str]:

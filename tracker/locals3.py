@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tracker.errors import TrackerError
 
@@ -29,6 +30,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def loopback_client(endpoint_url: str, *, max_attempts: int = 2) -> Any:
+    """A boto3 S3 client for a local test server, with the static local credentials."""
+    import boto3  # local: keep `import tracker.locals3` cheap
+    from botocore.config import Config
+
+    return boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    ).client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": max_attempts}),
+    )
 
 
 def weed_binary() -> str:
@@ -103,9 +120,7 @@ class SeaweedFS:
 
     def _wait_ready(self) -> None:
         """Wait until a bucket can be created and written: only then is S3 really up."""
-        import boto3  # local: keep `import tracker.locals3` cheap
-
-        client = self.client(boto3)
+        client = self.client()
         probe = f"ready-{os.getpid()}-{self.port}"
         deadline = time.monotonic() + self.startup_timeout
         last_error: Exception | None = None
@@ -125,21 +140,9 @@ class SeaweedFS:
         log = (self.data_dir / "weed.log").read_text(errors="replace")[-2000:]
         raise TrackerError(f"SeaweedFS did not start: {last_error}\n{log}")
 
-    def client(self, boto3_module=None):  # type: ignore[no-untyped-def]
+    def client(self, *, max_attempts: int = 2) -> Any:
         """A boto3 S3 client for this server, with its own static credentials."""
-        import boto3
-        from botocore.config import Config
-
-        boto3_module = boto3_module or boto3
-        return boto3_module.session.Session(
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        ).client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-        )
+        return loopback_client(self.endpoint_url, max_attempts=max_attempts)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -56,6 +56,19 @@ _LEASE_CLEARED: dict[str, Any] = {
 }
 
 
+#: What the first answer for a key writes (`new_answer`, `new_session`, `now` are bound).
+_FIRST_ANSWER: dict[str, Any] = {
+    "state": ItemState.ANNOTATED,
+    "answer": bindparam("new_answer"),
+    "session_id": bindparam("new_session"),
+    "answer_count": 1,
+    "annotated_at": bindparam("now"),
+    "updated_at": bindparam("now"),
+    "failure_reason": None,
+    **_LEASE_CLEARED,
+}
+
+
 class Store:
     """Operations on the state DB. Create with `Store.open(url)`."""
 
@@ -545,20 +558,7 @@ class Store:
 
     @cached_property
     def _annotate(self) -> Any:
-        return (
-            update(items)
-            .where(items.c.id == bindparam("item_id"))
-            .values(
-                state=ItemState.ANNOTATED,
-                answer=bindparam("new_answer"),
-                session_id=bindparam("new_session"),
-                answer_count=1,
-                annotated_at=bindparam("now"),
-                updated_at=bindparam("now"),
-                failure_reason=None,
-                **_LEASE_CLEARED,
-            )
-        )
+        return update(items).where(items.c.id == bindparam("item_id")).values(**_FIRST_ANSWER)
 
     @cached_property
     def _annotate_unanswered(self) -> Any:
@@ -569,16 +569,7 @@ class Store:
                 items.c.key.in_(bindparam("keys", expanding=True)),
                 items.c.state != ItemState.ANNOTATED,
             )
-            .values(
-                state=ItemState.ANNOTATED,
-                answer=bindparam("new_answer"),
-                session_id=bindparam("new_session"),
-                answer_count=1,
-                annotated_at=bindparam("now"),
-                updated_at=bindparam("now"),
-                failure_reason=None,
-                **_LEASE_CLEARED,
-            )
+            .values(**_FIRST_ANSWER)
             .returning(items.c.key)
         )
 
