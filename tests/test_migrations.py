@@ -269,3 +269,11 @@ def test_installed_wheel_creates_the_schema_from_its_own_migrations(wheel, tmp_p
     assert Path(migrations) == target / "tracker" / "_migrations"
     assert head == head_revision()
     assert tables(f"sqlite:///{tmp_path / 'state.db'}") >= TABLES
+
+
+def test_a_tilde_in_a_sqlite_url_means_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with Store.open("sqlite:///~/tracker/state.db") as store:
+        store.source("bucket-x", create=True)
+    assert (tmp_path / "tracker" / "state.db").is_file()
+    assert not (Path.cwd() / "~").exists()

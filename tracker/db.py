@@ -145,6 +145,7 @@ def create_db_engine(url: str | None = None) -> Engine:
             path = _sqlite_file(parsed)
             if path is not None:
                 _create_private_file(path)
+                parsed = parsed.set(database=str(path))  # `~` expanded, as created
             engine = create_engine(parsed)
             _configure_sqlite(engine)
         else:
