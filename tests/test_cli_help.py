@@ -55,3 +55,23 @@ def test_version_and_module_entry_point():
     result = run_process(None, "--version")
     assert result.returncode == 0
     assert result.stdout.startswith("tracker, version ")
+
+
+def test_an_unexpected_failure_is_still_one_line_and_exit_1(monkeypatch, tmp_path):
+    """A failure nobody foresaw (here: a bug planted in the store) gives one line on
+    stderr and exit code 1, never a traceback."""
+    from click.testing import CliRunner
+
+    from tracker.cli import _register_commands, cli
+    from tracker.store import Store
+
+    def planted_bug(self, *args, **kwargs):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(Store, "sources", planted_bug)
+    _register_commands()
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 's.db'}", "sources"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: unexpected ZeroDivisionError: planted (run with -vv for the traceback)"
+    )

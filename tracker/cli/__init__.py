@@ -32,6 +32,14 @@ class TrackerGroup(click.Group):
         except KeyboardInterrupt:
             print_error("interrupted")
             raise click.exceptions.Exit(130) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as error:  # a bug or a failure we did not foresee: still one line
+            logging.getLogger("tracker").debug("unexpected error", exc_info=True)
+            print_error(
+                f"unexpected {type(error).__name__}: {error} (run with -vv for the traceback)"
+            )
+            raise click.exceptions.Exit(1) from None
 
 
 def _configure_logging(verbose: int) -> None:
