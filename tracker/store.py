@@ -450,15 +450,7 @@ class Store:
                 )
                 if r.key not in named
             ]
-            values = {
-                "state": ItemState.PENDING,
-                "answer": None,
-                "session_id": None,
-                "answer_count": 0,
-                "annotated_at": None,
-                "updated_at": now,
-                **_LEASE_CLEARED,
-            }
+            values = _back_to_pending(now)
             for chunk in batched(missing, _CHUNK):
                 conn.execute(update(items).where(items.c.id.in_(chunk)).values(**values))
             return annotated, len(missing)
@@ -684,17 +676,7 @@ class Store:
         Clears the lease, the recorded answer and any failure: the key will be served and
         answered again. The answers themselves stay in the Prodigy dataset.
         """
-        now = utcnow()
-        values = {
-            "state": ItemState.PENDING,
-            "answer": None,
-            "session_id": None,
-            "answer_count": 0,
-            "annotated_at": None,
-            "failure_reason": None,
-            "updated_at": now,
-            **_LEASE_CLEARED,
-        }
+        values = _back_to_pending(utcnow())
         base = [items.c.source_id == source.id, *_conditions(where)]
         key_chunks: Iterable[tuple[str, ...] | None] = (
             [None] if where.keys is None else batched(sorted(where.keys), _CHUNK)
@@ -762,6 +744,20 @@ class Store:
                 )
             ).scalar_one()
         return counts
+
+
+def _back_to_pending(now: datetime) -> dict[str, Any]:
+    """What putting a key back to `pending` writes: lease, answer and failure cleared."""
+    return {
+        "state": ItemState.PENDING,
+        "answer": None,
+        "session_id": None,
+        "answer_count": 0,
+        "annotated_at": None,
+        "failure_reason": None,
+        "updated_at": now,
+        **_LEASE_CLEARED,
+    }
 
 
 def _item_row(r: Any) -> ItemRow:

@@ -34,6 +34,8 @@ class TrackerGroup(click.Group):
             raise click.exceptions.Exit(130) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # `tracker keys | head`: `main` exits quietly
+            raise
         except Exception as error:  # a bug or a failure we did not foresee: still one line
             logging.getLogger("tracker").debug("unexpected error", exc_info=True)
             print_error(
