@@ -7,6 +7,7 @@ test asserts on everything that reached the caller.
 
 from __future__ import annotations
 
+import multiprocessing
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -71,3 +72,22 @@ def answer_keys(
     except BaseException as error:
         errors.append(_describe(error))
     results.put((session, errors))
+
+
+def run_processes(target: Any, args_per_process: list[tuple], *, timeout: float = 120) -> list:
+    """Start one spawned process per argument tuple (each gets a barrier and a queue last)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(args_per_process)), context.Queue()
+    processes = [
+        context.Process(target=target, args=(*args, barrier, results)) for args in args_per_process
+    ]
+    for process in processes:
+        process.start()
+    try:
+        reports = [results.get(timeout=timeout) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return reports

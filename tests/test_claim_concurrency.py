@@ -5,11 +5,9 @@ SKIP LOCKED), every key is served to exactly one process and no lock error reach
 
 from __future__ import annotations
 
-import multiprocessing
-
 from sqlalchemy import func, select
 
-from tests._workers import answer_keys, claim_and_answer
+from tests._workers import answer_keys, claim_and_answer, run_processes
 from tracker.models import ItemState, items
 from tracker.records import ListedObject
 from tracker.store import Store
@@ -17,25 +15,6 @@ from tracker.store import Store
 KEYS = [f"img/{i:05}.jpg" for i in range(2000)]
 PROCESSES = 4
 BATCH = 10
-
-
-def run_processes(target, args_per_process: list[tuple]) -> list:
-    """Start one spawned process per argument tuple (each gets a barrier and a queue last)."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(len(args_per_process)), context.Queue()
-    processes = [
-        context.Process(target=target, args=(*args, barrier, results)) for args in args_per_process
-    ]
-    for process in processes:
-        process.start()
-    try:
-        reports = [results.get(timeout=120) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    return reports
 
 
 def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):

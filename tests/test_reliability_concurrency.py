@@ -8,7 +8,6 @@ only the image loader skips the GET (see tests/_stream_workers.py).
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 import uuid
 from collections import Counter
@@ -16,6 +15,7 @@ from collections import Counter
 import pytest
 
 from tests._stream_workers import stream_and_answer
+from tests._workers import run_processes
 from tests.faultproxy import put_objects
 from tracker.models import ItemState
 from tracker.store import Store
@@ -35,25 +35,12 @@ def big_bucket(seaweedfs):  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_eight_processes_serve_every_key_exactly_once(big_bucket, db_url, s3_env):
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(PROCESSES), context.Queue()
-    processes = [
-        context.Process(
-            target=stream_and_answer,
-            args=(db_url, BUCKET, big_bucket.endpoint_url, f"annotator-{n}", barrier, results),
-        )
-        for n in range(PROCESSES)
-    ]
     started = time.monotonic()
-    for process in processes:
-        process.start()
-    try:
-        reports = [results.get(timeout=240) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+    reports = run_processes(
+        stream_and_answer,
+        [(db_url, BUCKET, big_bucket.endpoint_url, f"annotator-{n}") for n in range(PROCESSES)],
+        timeout=240,
+    )
     elapsed = time.monotonic() - started
 
     problems = [m for _, _, errors, warnings in reports for m in errors + warnings]
