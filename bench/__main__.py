@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import listing, memory, resume, scale
+from bench import datasets, listing, memory, parallel, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -39,7 +39,11 @@ def fill_bucket(client, bucket: str, count: int) -> list[str]:  # type: ignore[n
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes; under two minutes")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller sizes: a smoke run of every benchmark in a few minutes",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL figures")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args()
@@ -73,8 +77,17 @@ def main() -> None:
         emit(resume.run(client, "bench", keys, repeats).markdown())
         emit(memory.run(server.endpoint_url, "bench", store_keys, repeats).markdown())
         emit(listing.run(client, "bench", objects, repeats).markdown())
+    # Its own SeaweedFS: the bucket is filled with unsigned PUTs (see bench/parallel.py).
+    # The target is measured on >= 50,000 keys per layout: the full mode.
+    parallel_keys = 10_000 if args.quick else 100_000
+    print(f"parallel listing: {parallel_keys:,} keys per layout...", file=sys.stderr, flush=True)
+    delays = (0.1,) if args.quick else (0.1, 0.3)
+    for table in parallel.run(parallel_keys, 1 if args.quick else repeats, delays):
+        emit(table.markdown())
     pg = None if args.no_postgres else PG_URL
     emit(scale.run(store_keys, repeats, pg).markdown())
+    dataset_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
+    emit(datasets.run(dataset_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import func, insert, literal, select, update
 
 from bench.report import Table, median
 from bench.seed import SeedDataset
-from tracker.models import Answer, ItemState, items
+from tracker.models import Answer, ItemState, datasets, items, objects
 from tracker.records import ListedObject
 from tracker.store import Store
+
+#: The dataset `bench.memory_probe` streams (its annotated keys are this one's).
+DATASET = "bench-memory"
 
 STREAMED = 1000
 
@@ -33,11 +36,29 @@ def _state_db(path: Path, bucket: str, annotated: int) -> None:
                 for i in range(start, min(start + 1000, annotated))
             ]
             store.record_page(source, page, next_token=None, last_key=None, exhausted=False)
+        dataset = store.dataset(source, DATASET, create=True)
         with store.engine.begin() as conn:
+            # Every listed key annotated for the probe's dataset, its frontier past them.
+            listed = select(
+                literal(dataset.id),
+                objects.c.id,
+                literal(ItemState.ANNOTATED.value),
+                literal(Answer.ACCEPT.value),
+                literal(1),
+            ).where(objects.c.source_id == source.id)
             conn.execute(
-                update(items)
-                .where(items.c.source_id == source.id)
-                .values(state=ItemState.ANNOTATED, answer=Answer.ACCEPT, answer_count=1)
+                insert(items).from_select(
+                    ["dataset_id", "object_id", "state", "answer", "answer_count"], listed
+                )
+            )
+            conn.execute(
+                update(datasets)
+                .where(datasets.c.id == dataset.id)
+                .values(
+                    frontier=select(func.coalesce(func.max(objects.c.id), 0))
+                    .where(objects.c.source_id == source.id)
+                    .scalar_subquery()
+                )
             )
 
 

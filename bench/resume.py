@@ -29,9 +29,10 @@ def prepare_state_db(path: Path, client: Any, bucket: str, keys: list[str], done
         pages = -(-done // MAX_PAGE_SIZE)
         if pages:
             Lister(store, source, client).run(max_pages=pages)
+        dataset = store.dataset(source, DATASET, create=True)
         for start in range(0, done, 1000):
             store.record_answers(
-                source,
+                dataset,
                 [
                     AnswerRecord(k, Answer.ACCEPT, DATASET)
                     for k in keys[start : min(start + 1000, done)]

@@ -56,7 +56,7 @@ def raw_sqlite_floor(path: Path, total: int) -> float:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("INSERT INTO sources (bucket, prefix, created_at) VALUES ('floor', '', '')")
     sql = (
-        "INSERT INTO items (source_id, key, size, etag, last_modified) VALUES (1, ?, ?, ?, ?) "
+        "INSERT INTO objects (source_id, key, size, etag, last_modified) VALUES (1, ?, ?, ?, ?) "
         "ON CONFLICT (source_id, key) DO NOTHING"
     )
 
@@ -81,14 +81,14 @@ def raw_sqlite_floor(path: Path, total: int) -> float:
 
 def claim_and_answer(store: Store, batches: int) -> list[float]:
     """Per-batch milliseconds for one claim of 10 keys plus recording their 10 answers."""
-    source = store.source("bench-bucket", "", create=True)
+    dataset = store.dataset(store.source("bench-bucket", "", create=True), "bench", create=True)
     durations = []
     for _ in range(batches):
 
         def one() -> None:
-            leases = store.claim(source, "bench-owner", 10, timedelta(minutes=30))
+            leases = store.claim(dataset, "bench-owner", 10, timedelta(minutes=30))
             store.record_answers(
-                source, [AnswerRecord(lease.key, Answer.ACCEPT, "bench") for lease in leases]
+                dataset, [AnswerRecord(lease.key, Answer.ACCEPT, "bench") for lease in leases]
             )
 
         seconds, _ = timed(one)
@@ -99,9 +99,10 @@ def claim_and_answer(store: Store, batches: int) -> list[float]:
 def status_seconds(store: Store, runs: int = 5) -> float:
     """What `tracker status` asks of the DB: counts and cursor (median of `runs`)."""
     source = store.source("bench-bucket", "", create=True)
+    dataset = store.dataset(source, "bench", create=True)
 
     def one() -> None:
-        store.counts(source)
+        store.counts(dataset)
         store.cursor(source)
 
     return median([timed(one)[0] for _ in range(runs)])

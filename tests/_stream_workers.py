@@ -1,4 +1,5 @@
-"""Recipe-like processes for tests/test_reliability_concurrency.py (multiprocessing 'spawn').
+"""Recipe-like processes for tests/integration/test_reliability_concurrency.py
+(multiprocessing 'spawn').
 
 Each runs the real `tracker.stream.S3Stream` (claims, leases, listing pages from a real S3
 server) and answers every batch, as an annotator would. Only the image loader is a
@@ -10,6 +11,9 @@ from __future__ import annotations
 import logging
 import traceback
 from typing import Any
+
+#: Every process annotates this one dataset, each under its own owner.
+DATASET = "ds"
 
 
 class KeyOnlyLoader:
@@ -46,6 +50,7 @@ def stream_and_answer(
     try:
         stream = open_stream(
             bucket,
+            dataset=DATASET,
             state_db=url,
             owner=owner,
             client=make_client(endpoint),

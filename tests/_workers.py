@@ -16,6 +16,9 @@ from tracker.models import Answer
 from tracker.records import AnswerRecord
 from tracker.store import Store
 
+#: The Prodigy dataset the workers annotate; `Store.dataset(create=True)` is safe to race.
+DATASET = "ds"
+
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
@@ -40,15 +43,15 @@ def claim_and_answer(
     errors: list[str] = []
     try:
         with Store.open(url) as store:
-            source = store.source(bucket)
+            dataset = store.dataset(store.source(bucket), DATASET, create=True)
             barrier.wait(timeout=60)
             while True:
-                leases = store.claim(source, owner, batch, timedelta(hours=1))
+                leases = store.claim(dataset, owner, batch, timedelta(hours=1))
                 if not leases:
                     break
                 claimed.extend(lease.key for lease in leases)
                 store.record_answers(
-                    source, [AnswerRecord(lease.key, Answer.ACCEPT, owner) for lease in leases]
+                    dataset, [AnswerRecord(lease.key, Answer.ACCEPT, owner) for lease in leases]
                 )
     except BaseException as error:
         errors.append(_describe(error))
@@ -62,11 +65,11 @@ def answer_keys(
     errors: list[str] = []
     try:
         with Store.open(url) as store:
-            source = store.source(bucket)
+            dataset = store.dataset(store.source(bucket), DATASET, create=True)
             barrier.wait(timeout=60)
             for start in range(0, len(keys), batch):
                 store.record_answers(
-                    source,
+                    dataset,
                     [AnswerRecord(k, Answer.ACCEPT, session) for k in keys[start : start + batch]],
                 )
     except BaseException as error:

@@ -8,7 +8,11 @@ moto, so that tests can:
 - answer the next requests with `503 SlowDown` (throttling) or close the connection without
   an answer (a dropped connection), so that botocore's retries have to do their job;
 - hold a LIST answer until released, so that a test can kill the client while a page is in
-  flight: the server has answered, the client never commits.
+  flight: the server has answered, the client never commits;
+- answer object GETs with an S3 error (AccessDenied, a KMS error) as a bucket policy or a
+  key policy would;
+- answer the start of a listing with a run of empty pages that say more follows (what S3
+  sends for runs of delete markers in versioned buckets), then the server's real pages.
 
 Requests are forwarded with their original headers (including `Host`), so signatures stay
 valid; bodies are read by `Content-Length`, which is all boto3 sends to S3 here.
@@ -22,12 +26,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+
+#: Continuation tokens the proxy makes up for its empty pages: `EMPTY_TOKEN` + page number.
+EMPTY_TOKEN = "proxy-empty-"
 
 
 @dataclass
@@ -50,11 +57,13 @@ class Request:
 
 @dataclass
 class Fault:
-    kind: str  # "slowdown" | "drop" | "hold"
+    kind: str  # "slowdown" | "drop" | "hold" | "error"
     remaining: int
     applies: Callable[[Request], bool]
     release: threading.Event | None = None
     held: threading.Event | None = None
+    status: int = 0
+    body: bytes = b""
 
 
 class FaultProxy:
@@ -65,6 +74,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
+        self.empty_run = 0
         self.lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -84,6 +94,15 @@ class FaultProxy:
         """Close the connection, unanswered, on the next `count` (LIST) requests."""
         self._add(Fault("drop", count, _selector(lists_only)))
 
+    def fail_gets(self, count: int, code: str, status: int = 403) -> None:
+        """Answer the next `count` object GETs with S3 error `code` (e.g. AccessDenied)."""
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{code} (fault proxy)</Message></Error>"
+        ).encode()
+        is_get = lambda r: r.method == "GET" and not r.is_list  # noqa: E731
+        self._add(Fault("error", count, is_get, status=status, body=body))
+
     def hold_list(self, after: int = 0) -> tuple[threading.Event, threading.Event]:
         """Hold the answer to the LIST request after the next `after` ones.
 
@@ -101,6 +120,27 @@ class FaultProxy:
         held, release = threading.Event(), threading.Event()
         self._add(Fault("hold", 1, applies, release=release, held=held))
         return held, release
+
+    def empty_pages(self, count: int) -> None:
+        """Answer a listing's first LIST (no token, no StartAfter) with an empty page that
+        is truncated, and each of its tokens with the next, `count` pages in all; the last
+        token is answered with the server's own first page."""
+        self.empty_run = count
+
+    def _empty_page(self, request: Request) -> tuple[int | None, str | None]:
+        """(number of the empty page to send, None) or (None, upstream path to send)."""
+        if not self.empty_run or not request.is_list or "start-after" in request.query:
+            return None, None
+        token = request.query.get("continuation-token", [None])[0]
+        if token is None:
+            return 1, None
+        if not token.startswith(EMPTY_TOKEN):
+            return None, None
+        sent = int(token[len(EMPTY_TOKEN) :])
+        if sent < self.empty_run:
+            return sent + 1, None
+        query = {k: v for k, v in request.query.items() if k != "continuation-token"}
+        return None, f"{request.path}?{urlencode(query, doseq=True)}"
 
     def _add(self, fault: Fault) -> None:
         with self.lock:
@@ -184,14 +224,23 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if fault is not None and fault.kind == "error":
+                    request.status = fault.status
+                    self._reply(fault.status, {"Content-Type": "application/xml"}, fault.body)
+                    return
                 if fault is not None and fault.kind == "slowdown":
                     request.status = 503
                     self._reply(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
                     return
+                empty, path = proxy._empty_page(request)
+                if empty is not None:
+                    request.status, request.key_count = 200, 0
+                    self._reply(200, {"Content-Type": "application/xml"}, _empty_page(empty))
+                    return
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                    upstream.putrequest(self.command, self.path, skip_host=True)
+                    upstream.putrequest(self.command, path or self.path, skip_host=True)
                     upstream.putheader("Host", self.headers.get("Host", ""))
                     for name, value in headers.items():
                         upstream.putheader(name, value)
@@ -242,6 +291,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 def _selector(lists_only: bool) -> Callable[[Request], bool]:
     return (lambda r: r.is_list) if lists_only else (lambda r: True)
+
+
+def _empty_page(number: int) -> bytes:
+    """A ListObjectsV2 answer with no Contents that says more follows."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        "<KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>"
+        f"<NextContinuationToken>{EMPTY_TOKEN}{number}</NextContinuationToken>"
+        "</ListBucketResult>"
+    ).encode()
 
 
 def _first_key(data: bytes) -> tuple[str | None, int]:

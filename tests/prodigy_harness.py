@@ -1,14 +1,42 @@
-"""A harness that drives the recipe the way Prodigy does (see ../shared PRODIGY.md).
+"""A harness that plays Prodigy's feed rules against a recipe's components.
 
-1. `load_recipes()` imports `recipes/s3_loader.py` with the stand-in `prodigy` module and
-   returns what it registered; `parse_command()` turns a command line into the call Prodigy
-   makes, reading the plac-style annotations as plac would.
-2. `App.next_batch()` pulls `batch_size` tasks from the stream, skipping hashes already in
-   the dataset (Prodigy's `exclude_by: task`).
-3. `App.answer()` calls `update` and `before_db` (in either order, on the same objects) and
-   "saves" what `before_db` returned in the dataset, a plain list shared across restarts.
-4. A reload is a batch never answered; a restart is a new `App` on the same state DB and
-   dataset; `App.exit()` calls `on_exit(ctrl)`.
+Prodigy is licensed and cannot be installed here, so this module plays the part of a Prodigy
+server from public facts (../shared/PRODIGY.md). Every rule it plays, and where it comes from:
+
+- loading: `load_recipes()` imports `recipes/s3_loader.py` with the stand-in `prodigy`
+  module; `parse_command()` reads plac-style annotations as plac would
+  -> PRODIGY.md "Registration and loading".
+- exclusion by the dataset's hashes, `_task_hash` (`exclude_by: "task"`, the default) or
+  `_input_hash` (`"input"`), or none (`auto_exclude_current` off): `Feed.exclude_by`
+  -> PRODIGY.md "The feed rules ..." (Exclusion); support.prodi.gy threads 4075, 7328.
+- the in-process duplicate filter: a task whose hash was already pulled from the generator
+  in this process is dropped and never reaches a browser: `Feed.dedupe`
+  -> PRODIGY.md "The feed rules ..." (Duplicates); thread 4075. [unverified] for every
+  version, hence a switch: both outcomes must be safe.
+- batching after filtering: a filtered task does not shrink the batch, the server pulls more
+  from the generator; Prodigy's batch size may differ from the recipe's (`Feed.batch_size`)
+  -> PRODIGY.md "The stream" and "The feed rules ..." (Batching).
+- named sessions: `?session=alice` answers carry `_session_id` = `_annotator_id` =
+  `DATASET-alice`; all sessions of one server pull from ONE generator, from request threads,
+  under a lock around `next()` (`App.pull_concurrently`)
+  -> PRODIGY.md "Components a recipe returns", "Multiple annotators".
+- reload, older versions (`Feed.reload = "new_batch"`): a reload asks for a new batch; the
+  one sent before is never re-sent by the server -> PRODIGY.md "The stream"; thread 2198.
+- reload, >= 1.12 (`Feed.reload = "reoffer"`): a session's unanswered tasks stay open and
+  are offered again on reload; once the generator is exhausted another session steals them
+  (Prodigy's own work stealing) -> threads 7548, 7615, 7510; `force_stream_order` re-sends in
+  order -> thread 2949.
+- answers: `update(answers)` and `before_db(answers)` in either order (`Feed.order`), then
+  what `before_db` returned is saved in the dataset, a list shared across restarts
+  -> PRODIGY.md "Components a recipe returns" (order [unverified]).
+- restart: a new `App` (new recipe call) on the same state DB and dataset list; `App.exit()`
+  calls `on_exit(ctrl)` -> PRODIGY.md "Components a recipe returns", "The stream".
+
+What a real server cannot do, the harness checks instead: a `next()` that blocks longer than
+`Feed.pull_timeout` seconds while the batch being filled already holds tasks fails the test
+(`StreamBlocked`: a real server would hang inside `next()` with that batch undelivered); with
+nothing held yet, a wait for work is a spinner in the browser, bounded by `Feed.idle_timeout`;
+more than `Feed.max_pulls` pulls fails it too (`StreamEndless`).
 """
 
 from __future__ import annotations
@@ -19,10 +47,12 @@ import importlib.util
 import inspect
 import itertools
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_PRODIGY = Path(__file__).resolve().parent / "fake_prodigy"
@@ -81,6 +111,71 @@ def parse_command(
     return vars(parser.parse_args(argv))
 
 
+# -- the feed rules ---------------------------------------------------------------------------
+
+
+class StreamBlocked(AssertionError):
+    """The generator did not return from `next()` within `Feed.pull_timeout`."""
+
+
+class StreamEndless(AssertionError):
+    """The generator was pulled more than `Feed.max_pulls` times without ending."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Which of Prodigy's feed rules a server plays (see the module docstring for sources).
+
+    The defaults are the plainest server: exclusion by task hash, no duplicate filter, a
+    reload asks for a new batch, batches of the recipe's `config["batch_size"]`.
+    """
+
+    #: Hash compared with the dataset's: "task", "input", or None (no exclusion).
+    exclude_by: Literal["task", "input"] | None = "task"
+    #: Drop a task whose hash this process already pulled from the generator.
+    dedupe: bool = False
+    #: "new_batch" (older versions) or "reoffer" (>= 1.12: open tasks re-offered, stolen).
+    reload: Literal["new_batch", "reoffer"] = "new_batch"
+    #: Prodigy's batch size; None: the recipe's `config["batch_size"]` (default 10).
+    batch_size: int | None = None
+    #: Which callback sees the answers first: "update_first" or "before_db_first".
+    order: Literal["update_first", "before_db_first"] = "update_first"
+    #: Seconds one `next()` may take while the batch holds tasks (a server would hang).
+    pull_timeout: float = 30.0
+    #: Seconds one `next()` may take for an empty batch (the browser shows a spinner).
+    idle_timeout: float = 60.0
+    #: Pulls from the generator before the test fails as "the stream never ends".
+    max_pulls: int = 10_000
+
+    @property
+    def hash_field(self) -> str:
+        """The hash both filters compare: `_input_hash` under `exclude_by: input`."""
+        return "_input_hash" if self.exclude_by == "input" else "_task_hash"
+
+
+#: Named modes for `pytest.mark.parametrize`: every stream guarantee must hold under each.
+MODES: dict[str, Feed] = {
+    "older": Feed(dedupe=True),
+    "older-no-dedupe": Feed(),
+    "v1.12": Feed(dedupe=True, reload="reoffer"),
+    "v1.12-exclude-input-before-db-first": Feed(
+        dedupe=True, reload="reoffer", exclude_by="input", order="before_db_first"
+    ),
+    "prodigy-batch-3": Feed(dedupe=True, batch_size=3),
+}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One task reaching a browser: from the generator, re-offered, or stolen."""
+
+    key: str
+    session: str
+    via: Literal["stream", "reoffer", "steal"]
+    #: time.monotonic() when it was handed over (for the stream: when it was yielded).
+    at: float
+
+
 @dataclass
 class Controller:
     """The attributes of Prodigy's Controller that public recipes use."""
@@ -91,43 +186,95 @@ class Controller:
     stream: Any = None
 
 
+def key_of(task: dict[str, Any]) -> str:
+    return task["meta"]["key"]
+
+
+def keys_of(tasks: Iterable[dict[str, Any]]) -> list[str]:
+    return [key_of(t) for t in tasks]
+
+
 @dataclass
-class App:
-    """One Prodigy server process running the recipe's components."""
+class Session:
+    """One named session (`?session=NAME`) of a server: one browser tab."""
 
-    components: dict[str, Any]
-    dataset_db: list[dict[str, Any]] = field(default_factory=list)
-    order: str = "update_first"
-    served: list[str] = field(default_factory=list)
+    app: App
+    name: str
+    #: Tasks sent to this session and not answered yet (what >= 1.12 keeps open).
+    open: list[dict[str, Any]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        missing = {"dataset", "view_id", "stream"} - set(self.components)
-        assert not missing, f"components lack {missing}"
-        assert set(self.components) <= COMPONENTS | {"exclude", "on_load", "progress"}
-        self.batch_size = int(self.components.get("config", {}).get("batch_size", 10))
-        self.dataset = self.components["dataset"]
-        self._stream = iter(self.components["stream"])
-        self.exhausted = False
-
-    def _in_dataset(self, task: dict[str, Any]) -> bool:
-        return any(eg.get("_task_hash") == task["_task_hash"] for eg in self.dataset_db)
+    @property
+    def session_id(self) -> str:
+        return f"{self.app.dataset}-{self.name}"
 
     def next_batch(self) -> list[dict[str, Any]]:
-        """The next batch the web app would receive; [] when the stream is exhausted."""
-        batch: list[dict[str, Any]] = []
-        while len(batch) < self.batch_size:
-            try:
-                task = next(self._stream)
-            except StopIteration:
-                self.exhausted = True
-                break
-            if self._in_dataset(task):
-                continue
-            batch.append(task)
-        keys = [t["meta"]["key"] for t in batch]
-        assert len(keys) == len(set(keys)), f"a key twice in one batch: {keys}"
-        self.served.extend(keys)
-        return batch
+        """The browser asks for questions; [] once the stream is exhausted."""
+        return self.app._get_questions(self)
+
+    def reload(self) -> list[dict[str, Any]]:
+        """The browser reloads: its batch is lost; what it sees next depends on the version."""
+        return self.app._reload(self)
+
+    def answer(
+        self, batch: list[dict[str, Any]], answer: str = "accept", *, order: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Send answers back as the web app does; returns what was saved in the dataset."""
+        return self.app._give_answers(self, batch, answer, order)
+
+
+class App:
+    """One Prodigy server process running the recipe's components under `feed`'s rules.
+
+    `dataset_db` is the Prodigy dataset, a list shared by the `App`s of one test (restarts,
+    other processes). `next_batch()` / `answer()` act for the default session `alice`;
+    `session(name)` gives others.
+    """
+
+    def __init__(
+        self,
+        components: dict[str, Any],
+        dataset_db: list[dict[str, Any]] | None = None,
+        *,
+        feed: Feed | None = None,
+        order: str | None = None,
+        name: str = "app",
+        after_pull: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        missing = {"dataset", "view_id", "stream"} - set(components)
+        assert not missing, f"components lack {missing}"
+        assert set(components) <= COMPONENTS | {"exclude", "on_load", "progress"}
+        feed = feed or Feed()
+        self.feed = replace(feed, order=order) if order else feed
+        self.components = components
+        self.dataset_db = dataset_db if dataset_db is not None else []
+        self.dataset = components["dataset"]
+        self.name = name
+        config = components.get("config", {})
+        self.batch_size = self.feed.batch_size or int(config.get("batch_size", 10))
+        #: Called with each raw task pulled (before filtering): lets a test act between pulls.
+        self.after_pull = after_pull
+        #: id(task) -> when `next()` returned it, until the task is shown.
+        self._pulled_at: dict[int, float] = {}
+        self.exhausted = False
+        #: Keys handed to browsers, in order (any session, any route).
+        self.served: list[str] = []
+        self.shown: list[Shown] = []
+        self.pulls = 0
+        self._stream: Iterator[dict[str, Any]] = iter(components["stream"])
+        self._pulled_hashes: set[Any] = set()
+        self._sessions: dict[str, Session] = {}
+        # A server's request threads share one generator: one `next()` at a time.
+        self._lock = threading.RLock()
+        self._blocked = False
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session(self, name: str = "alice") -> Session:
+        with self._lock:
+            return self._sessions.setdefault(name, Session(self, name))
+
+    def next_batch(self, session: str = "alice") -> list[dict[str, Any]]:
+        return self.session(session).next_batch()
 
     def answer(
         self,
@@ -137,17 +284,147 @@ class App:
         session: str = "alice",
         order: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Send answers back as the web app does; returns what was saved in the dataset."""
+        return self.session(session).answer(batch, answer, order=order)
+
+    def pull_concurrently(self, *names: str) -> dict[str, list[dict[str, Any]]]:
+        """Sessions ask for a batch at the same time, each from its own request thread."""
+        results: dict[str, list[dict[str, Any]]] = {}
+        errors: list[BaseException] = []
+
+        def ask(name: str) -> None:
+            try:
+                results[name] = self.session(name).next_batch()
+            except BaseException as error:  # re-raised in the test's thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=ask, args=(n,), daemon=True) for n in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    # -- the server's side ------------------------------------------------------------------
+
+    def _pull(self, holding: int = 0) -> dict[str, Any] | None:
+        """`next()` on the generator in a thread, bounded (tighter when the batch being
+        filled holds `holding` tasks already); None when it is exhausted."""
+        if self._blocked:
+            raise StreamBlocked(f"{self.name}: the stream is still blocked in an earlier next()")
+        self.pulls += 1
+        if self.pulls > self.feed.max_pulls:
+            raise StreamEndless(
+                f"{self.name}: the stream did not end after {self.feed.max_pulls} pulls"
+            )
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["task"] = next(self._stream)
+            except StopIteration:
+                box["task"] = None
+            except BaseException as error:  # re-raised in the caller's thread
+                box["error"] = error
+            done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"{self.name}-next").start()
+        bound = self.feed.pull_timeout if holding else self.feed.idle_timeout
+        if not done.wait(bound):
+            self._blocked = True
+            raise StreamBlocked(
+                f"{self.name}: next() on the stream blocked for more than "
+                f"{bound:g}s after {len(self.served)} tasks were shown, with {holding} in the "
+                "batch; "
+                "a Prodigy server would hang here with the batch it holds undelivered"
+            )
+        if "error" in box:
+            raise box["error"]
+        task = box["task"]
+        if task is not None:
+            # When the generator handed it over: a batch is shown only once it is full.
+            self._pulled_at[id(task)] = time.monotonic()
+            if self.after_pull is not None:
+                self.after_pull(task)
+        return task
+
+    def _excluded(self, task: dict[str, Any]) -> bool:
+        """Prodigy's filters: hashes in the dataset, then hashes already pulled here."""
+        name = self.feed.hash_field
+        in_dataset = any(eg.get(name) == task[name] for eg in self.dataset_db)
+        if self.feed.exclude_by is not None and in_dataset:
+            return True
+        if self.feed.dedupe:
+            seen = task[name]
+            if seen in self._pulled_hashes:
+                return True
+            self._pulled_hashes.add(seen)
+        return False
+
+    def _get_questions(self, session: Session) -> list[dict[str, Any]]:
+        with self._lock:
+            batch: list[dict[str, Any]] = []
+            while len(batch) < self.batch_size and not self.exhausted:
+                task = self._pull(len(batch))
+                if task is None:
+                    self.exhausted = True
+                elif not self._excluded(task):
+                    batch.append(task)
+            self._show(session, batch, "stream")
+            if not batch and self.exhausted and self.feed.reload == "reoffer":
+                batch = self._steal_for(session)
+            return batch
+
+    def _steal_for(self, session: Session) -> list[dict[str, Any]]:
+        """>= 1.12 work stealing: an idle session takes other sessions' open tasks."""
+        stolen: list[dict[str, Any]] = []
+        for other in self._sessions.values():
+            while other is not session and other.open and len(stolen) < self.batch_size:
+                stolen.append(other.open.pop(0))
+        self._show(session, stolen, "steal")
+        return stolen
+
+    def _reload(self, session: Session) -> list[dict[str, Any]]:
+        with self._lock:
+            if self.feed.reload == "reoffer" and session.open:
+                again = list(session.open)
+                self._record(session, again, "reoffer")
+                return again
+            session.open.clear()  # older versions forget the batch; nothing re-sends it
+        return self._get_questions(session)
+
+    def _show(self, session: Session, batch: list[dict[str, Any]], via: str) -> None:
+        keys = keys_of(batch)
+        assert len(keys) == len(set(keys)), f"a key twice in one batch: {keys}"
+        session.open.extend(batch)
+        self._record(session, batch, via)
+
+    def _record(self, session: Session, batch: list[dict[str, Any]], via: str) -> None:
+        now = time.monotonic()
+        for task, key in zip(batch, keys_of(batch), strict=True):
+            self.served.append(key)
+            # A task from the stream is dated when the generator yielded it.
+            at = self._pulled_at.pop(id(task), now) if via == "stream" else now
+            self.shown.append(Shown(key, session.name, via, at))  # type: ignore[arg-type]
+
+    def _give_answers(
+        self, session: Session, batch: list[dict[str, Any]], answer: str, order: str | None
+    ) -> list[dict[str, Any]]:
         answers = []
         for task in batch:
             example = copy.deepcopy(task)
             example["answer"] = answer
-            example["_session_id"] = f"{self.dataset}-{session}"
-            example["_annotator_id"] = f"{self.dataset}-{session}"
+            example["_session_id"] = session.session_id
+            example["_annotator_id"] = session.session_id
             answers.append(example)
+        with self._lock:
+            answered_keys = set(keys_of(batch))
+            session.open[:] = [t for t in session.open if key_of(t) not in answered_keys]
         update = self.components.get("update")
         before_db = self.components.get("before_db")
-        if (order or self.order) == "update_first":
+        if (order or self.feed.order) == "update_first":
             if update:
                 update(answers)
             saved = before_db(answers) if before_db else answers
@@ -170,13 +447,14 @@ class App:
         return on_exit(ctrl)
 
     def annotate_all(self, answer: str = "accept", *, max_batches: int = 10_000) -> list[str]:
-        """Answer every batch until the stream ends; returns the keys answered."""
+        """Session `alice` answers every batch until the stream ends; returns the keys."""
+        alice = self.session("alice")
         done: list[str] = []
         for _ in range(max_batches):
-            batch = self.next_batch()
+            batch = alice.next_batch()
             if batch:
-                self.answer(batch, answer)
-                done.extend(t["meta"]["key"] for t in batch)
-            if self.exhausted:
+                alice.answer(batch, answer)
+                done.extend(keys_of(batch))
+            if self.exhausted and not batch:
                 return done
-        raise AssertionError("the stream did not end")
+        raise StreamEndless(f"{self.name}: the stream did not end within {max_batches} batches")

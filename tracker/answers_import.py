@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tracker.display import printable
 from tracker.errors import UsageError
 from tracker.records import AnswerRecord, SourceRef
 from tracker.tasks import AnswerError, answer_record
@@ -37,9 +38,14 @@ def parse_db_out(lines: Iterable[str | bytes], source: SourceRef, *, name: str) 
     for number, raw in enumerate(lines, start=1):
         count = number
         try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            # utf-8-sig on the first line: a byte-order mark (Windows tools write one) is
+            # not part of the JSON.
+            codec = "utf-8-sig" if number == 1 else "utf-8"
+            text = raw.decode(codec) if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
             raise UsageError(f"{name} line {number}: not UTF-8") from None
+        if number == 1:
+            text = text.removeprefix("\ufeff")
         if not text.strip():
             continue
         try:
@@ -53,6 +59,8 @@ def parse_db_out(lines: Iterable[str | bytes], source: SourceRef, *, name: str) 
         except AnswerError as error:
             raise UsageError(f"{name} line {number}: {error}") from None
         if not record.key.startswith(source.prefix):
-            raise UsageError(f"{name} line {number}: key {record.key!r} is not under {source.uri}")
+            raise UsageError(
+                f"{name} line {number}: key {printable(record.key)!r} is not under {source.uri}"
+            )
         answers.append(record)
     return ParsedAnswers(answers, count)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
@@ -22,12 +23,24 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 
 from tracker.errors import StateDBError
+from tracker.redact import mask_url, url_password, url_secrets
 
 #: Environment variable that names the state database (a SQLAlchemy URL).
 DB_URL_ENV = "TRACKER_DB_URL"
 
 #: Seconds a writer waits for SQLite's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
+
+#: Environment variable for SQLite's `PRAGMA synchronous` (NORMAL by default; FULL or EXTRA
+#: also survive a power loss, at the cost of an fsync per commit).
+SQLITE_SYNCHRONOUS_ENV = "TRACKER_SQLITE_SYNCHRONOUS"
+_SYNCHRONOUS_LEVELS = ("NORMAL", "FULL", "EXTRA")
+
+#: `RETURNING`, which the store's claim uses, arrived in SQLite 3.35.0.
+MIN_SQLITE_VERSION = (3, 35, 0)
+
+#: The databases the store is written and tested for; other SQLAlchemy URLs are refused.
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 #: Arbitrary constant for the PostgreSQL advisory lock that serialises migrations.
 _PG_MIGRATION_LOCK = 0x5E3A7
@@ -45,11 +58,25 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def masked(url: str | URL) -> str:
-    """The URL with any password replaced by `***`, fit for output and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return "<unparseable URL>"
+    """The URL with every credential (password, `?password=`...) replaced by `***`, fit for
+    output and logs. Works on the text, so a password SQLAlchemy misparses is masked too."""
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    return mask_url(url)
+
+
+def parse_db_url(raw: str) -> URL:
+    """`make_url`, except that an unencoded `@` in a password stays in the password.
+
+    SQLAlchemy ends the password at the first `@` and makes the rest part of the host
+    (`user:p@ss@db` -> password `p`, host `ss@db`): the connection fails and the error
+    names the password's tail. The last `@` before the host is the separator instead.
+    """
+    url = make_url(raw)
+    password = url_password(raw)
+    if password is not None and "@" in password:
+        url = make_url(raw.replace(f":{password}@", ":@", 1)).set(password=unquote(password))
+    return url
 
 
 def migrations_dir() -> Path:
@@ -71,10 +98,83 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def _sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory DB.
+
+    A `file:` URI (`sqlite:///file:state.db?uri=true`) names a file too: its path is read
+    as SQLite reads it (an optional empty or `localhost` authority, percent-decoding), so
+    that a new file is created private like a plain path.
+    """
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not database or database == ":memory:":
         return None
+    if database.startswith("file:"):
+        if url.query.get("mode") == "memory":
+            return None
+        path = database[len("file:") :].partition("?")[0].partition("#")[0]
+        if path.startswith("//"):
+            authority, _, rest = path[2:].partition("/")
+            if authority not in ("", "localhost"):
+                return None
+            path = "/" + rest
+        path = unquote(path)
+        return Path(path).expanduser() if path and path != ":memory:" else None
     return Path(database).expanduser()
+
+
+def _sqlite_read_only(url: URL) -> bool:
+    return url.query.get("mode") == "ro"
+
+
+def sqlite_library_version() -> tuple[int, ...]:
+    """The SQLite library Python is linked with (a function, so tests can stand in one)."""
+    return sqlite3.sqlite_version_info
+
+
+def _check_sqlite_version() -> None:
+    version = sqlite_library_version()
+    if tuple(version) < MIN_SQLITE_VERSION:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MIN_SQLITE_VERSION))
+        raise StateDBError(
+            f"SQLite {have} is too old: the state DB needs SQLite >= {need} (RETURNING); "
+            "use a Python linked with a newer SQLite, or a PostgreSQL state DB"
+        )
+
+
+def sqlite_synchronous() -> str:
+    """`PRAGMA synchronous` for SQLite state DBs: `$TRACKER_SQLITE_SYNCHRONOUS` or NORMAL.
+
+    NORMAL in WAL mode never corrupts the DB, but the last commits before a power loss or
+    OS crash (not a process crash) may be rolled back; FULL syncs every commit.
+    """
+    value = os.environ.get(SQLITE_SYNCHRONOUS_ENV, "").strip().upper() or "NORMAL"
+    if value not in _SYNCHRONOUS_LEVELS:
+        raise StateDBError(
+            f"{SQLITE_SYNCHRONOUS_ENV}={value!r} is not one of {', '.join(_SYNCHRONOUS_LEVELS)}"
+        )
+    return value
+
+
+def require_existing(url: str | None = None) -> None:
+    """Refuse (exit 4) a SQLite file that does not exist, before anything is created.
+
+    For commands that only read or repair: a typo in `--db` must not leave an empty DB and
+    its directories behind and then report "no source". PostgreSQL databases are never
+    created by the tracker, so there is nothing to check there.
+    """
+    raw = resolve_url(url)
+    try:
+        parsed = parse_db_url(raw)
+    except exc.ArgumentError:
+        return  # `create_db_engine` says why in one line
+    if parsed.get_backend_name() != "sqlite":
+        return
+    path = _sqlite_file(parsed)
+    if path is not None and not path.exists():
+        raise StateDBError(
+            f"the state DB {path} does not exist (check --db / {DB_URL_ENV}; "
+            "`tracker sync` or `tracker db upgrade` creates it)"
+        )
 
 
 def _create_private_file(path: Path) -> None:
@@ -111,6 +211,7 @@ def _configure_sqlite(engine: Engine) -> None:
     deferred transaction that reads and then writes fails with SQLITE_BUSY instead of
     waiting, whatever the busy timeout.
     """
+    synchronous = sqlite_synchronous()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -118,7 +219,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         _enable_wal(cursor)
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -134,28 +235,52 @@ def create_db_engine(url: str | None = None) -> Engine:
     """An engine for the state DB; raises `StateDBError` for a URL we cannot use."""
     raw = resolve_url(url)
     try:
-        parsed = make_url(raw)
+        parsed = parse_db_url(raw)
     except exc.ArgumentError:
         raise StateDBError(f"not a valid database URL: {masked(raw)}") from None
     backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        # The store's SQL (RETURNING, ON CONFLICT, SKIP LOCKED) is written and tested for
+        # these two only; another backend would fail later, in the middle of a command.
+        raise StateDBError(
+            f"unsupported database URL {masked(parsed)}: the state DB is SQLite "
+            "(sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST/DB)"
+        )
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         if backend == "sqlite":
+            _check_sqlite_version()
             path = _sqlite_file(parsed)
-            if path is not None:
+            if path is not None and not _sqlite_read_only(parsed):
                 _create_private_file(path)
-                parsed = parsed.set(database=str(path))  # `~` expanded, as created
+                if not parsed.database or not parsed.database.startswith("file:"):
+                    parsed = parsed.set(database=str(path))  # `~` expanded, as created
             engine = create_engine(parsed)
             _configure_sqlite(engine)
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
     except (exc.ArgumentError, exc.NoSuchModuleError, ModuleNotFoundError) as error:
-        hint = " (install the 'postgres' extra)" if backend == "postgresql" else ""
+        hint = _driver_hint(parsed) if backend == "postgresql" else ""
         raise StateDBError(f"cannot use database URL {masked(parsed)}: {error}{hint}") from None
     except OSError as error:
         raise StateDBError(f"cannot create the state DB file: {error}") from None
     return engine
+
+
+def _driver_hint(url: URL) -> str:
+    """What to install for a PostgreSQL URL whose driver is missing.
+
+    The 'postgres' extra installs psycopg 3, which `postgresql://` and
+    `postgresql+psycopg://` use; any other driver (psycopg2, asyncpg...) is the user's to
+    install, and naming the extra there would not help.
+    """
+    if url.get_driver_name() == "psycopg":
+        return " (pip install 's3-annotation-tracker[postgres]' installs psycopg 3)"
+    return (
+        f" (the {url.get_driver_name()} driver is not installed; use postgresql:// with "
+        "psycopg 3, which pip install 's3-annotation-tracker[postgres]' installs)"
+    )
 
 
 @contextmanager
@@ -165,7 +290,16 @@ def translate_db_errors(url: str | URL) -> Iterator[None]:
         yield
     except exc.DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        text_url = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+        for secret in url_secrets(text_url):
+            if len(secret) >= 3:  # a driver may echo a host or option that holds it
+                reason = reason.replace(secret, "***")
         raise StateDBError(f"state DB {masked(url)}: {reason}") from None
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision of the DB behind `conn` (None: no schema yet)."""
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str:
@@ -175,8 +309,12 @@ def head_revision() -> str:
     return head
 
 
-def ensure_schema(engine: Engine) -> None:
+def ensure_schema(engine: Engine, *, dataset: str | None = None) -> None:
     """Create or upgrade the schema to this code's head; refuse a DB from newer code.
+
+    `dataset` names the Prodigy dataset that a 0001 DB's annotation state belongs to, for
+    the 0002 migration, when its lease owners and sessions do not name exactly one (without
+    it that upgrade stops with one line and changes nothing).
 
     A DB already at head is only read (so `tracker status` never waits for another
     process's write lock). Otherwise the upgrade runs in one write transaction (under an
@@ -202,6 +340,8 @@ def ensure_schema(engine: Engine) -> None:
         _refuse_unknown(script, current, engine)
         config = alembic_config()
         config.attributes["connection"] = conn
+        if dataset is not None:
+            config.attributes["dataset"] = dataset
         command.upgrade(config, "head")
 
 

@@ -32,8 +32,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from tracker.models import ItemState
 from tracker.records import ItemFilter
+from tracker.states import ItemState
 
 #: The demo's Prodigy dataset; the stream's lease owner is `<dataset>@<host>`.
 DATASET = "tracker_demo"
@@ -118,7 +118,7 @@ def seed_first_image(
         params["Prefix"] = prefix
     for page in paginator.paginate(**params):
         for obj in page.get("Contents", []):
-            key = obj["Key"]
+            key: str = obj["Key"]
             if key == f"{prefix.rstrip('/')}/" or key in in_dataset:
                 continue
             client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -170,7 +170,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, interrupt)
@@ -208,17 +208,17 @@ def _stream_log_to(reporter: Reporter) -> Iterator[None]:
 
 def _delete_a_listed_key(store: Any, client: Any, bucket: str, reporter: Reporter) -> None:
     """Delete the last key listed and not served yet: the stream will find it gone."""
-    source = store.source(bucket, PREFIX)
+    dataset = store.dataset(store.source(bucket, PREFIX), DATASET)
     where = ItemFilter(states=frozenset({ItemState.PENDING}))
     last = None
-    for row in store.iter_items(source, where):
+    for row in store.iter_items(dataset, where):
         last = row.key
     if last is not None:
         client.delete_object(Bucket=bucket, Key=last)
         reporter.note(f"deleted {last} from the bucket (listed, not served yet)")
 
 
-def _answers(tasks: list[dict[str, Any]], rng: random.Random, session: str) -> list[dict]:
+def _answers(tasks: list[dict[str, Any]], rng: random.Random, session: str) -> list[dict[str, Any]]:
     answered = []
     for task in tasks:
         answer = rng.choices(["accept", "reject", "ignore"], weights=[7, 2, 1])[0]
@@ -243,8 +243,8 @@ def run_demo(
     workdir: Path | None = None,
 ) -> DemoResult:
     """Run the whole demo; see the module docstring. `db_url=None`: a temporary SQLite DB."""
-    from tracker.cli.tables import status_report
-    from tracker.locals3 import SeaweedFS
+    from tracker.locals3 import SeaweedFS, weed_binary
+    from tracker.report import status_report
     from tracker.store import Store
     from tracker.stream import open_stream
 
@@ -252,6 +252,7 @@ def run_demo(
         from tracker.errors import UsageError
 
         raise UsageError(f"the demo needs at least {3 * BATCH} images")
+    weed_binary()  # before anything is made: without SeaweedFS, one line saying what to install
     tmp = Path(tempfile.mkdtemp(prefix="tracker-demo-", dir=workdir))
     server = SeaweedFS(tmp / "s3")
     (tmp / "s3").mkdir()
@@ -331,7 +332,8 @@ def run_demo(
             first.close()  # killed: no on_exit, the leases stay in the state DB
             result.first_session = counter.snapshot()
             source = store.source(bucket, PREFIX)
-            counts = store.counts(source)
+            dataset = store.dataset(source, DATASET)
+            counts = store.counts(dataset)
             result.annotated_before_restart = counts.state(ItemState.ANNOTATED)
             held = counts.state(ItemState.SERVED)
             more = ", and keys claimed for the next one" if held > len(dropped) else ""
@@ -354,7 +356,7 @@ def run_demo(
             in_dataset = {
                 row.key
                 for row in store.iter_items(
-                    source, ItemFilter(states=frozenset({ItemState.ANNOTATED}))
+                    dataset, ItemFilter(states=frozenset({ItemState.ANNOTATED}))
                 )
             }
             counter.reset()

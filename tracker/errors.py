@@ -31,10 +31,24 @@ class StateDBError(TrackerError):
     exit_code = 4
 
 
+class OwnerInUse(StateDBError):
+    """Another live process serves under the same lease owner name."""
+
+    def __init__(self, message: str, *, host: str = "", pid: int = 0) -> None:
+        super().__init__(message)
+        #: Where the registered process runs, so that a dead one on this host is known.
+        self.host = host
+        self.pid = pid
+
+
 class SourceNotFound(TrackerError):
     """A command named a source that the state database does not know."""
 
     exit_code = 5
+
+
+class DatasetNotFound(SourceNotFound):
+    """A command named a dataset the source does not have, or needs one named."""
 
 
 class Interrupted(TrackerError):

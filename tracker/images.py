@@ -5,9 +5,14 @@ from the first bytes, else the object's image Content-Type). Presign mode reads 
 first 64 bytes (to know the object exists and is an image) and returns a presigned GET URL;
 the browser then fetches the image from S3 itself. Nothing is written to disk in either.
 
-An object that vanished, is not an image, or may not be read raises `ImageUnavailable`
-with a one-line reason: the stream marks that key `failed` and goes on. Anything else
-(S3 unreachable, throttled past the retries) raises `S3Error`: not the object's fault.
+An object that vanished, is not an image, or is archived raises `ImageUnavailable` with a
+one-line reason: the stream marks that key `failed` and goes on. Anything else raises
+`S3Error`, which stops the stream (its batch goes back to pending): S3 unreachable or
+throttled past the retries, and also AccessDenied and KMS errors on GET. Those are almost
+always about the reader's permissions (no s3:GetObject on the prefix, no kms:Decrypt on the
+bucket's key), not about one object; marking them failed one by one would fail every key.
+The rare object denied on its own (an ACL, another account's object) stops the stream too,
+with its key in the line.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ MAX_INLINE_BYTES = 50 * 1024 * 1024
 
 _SNIFF_BYTES = 64
 
+#: GET errors about the reader's permissions, not about one object (see the module doc).
+_ACCESS_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
+
 #: S3 error codes that say "this object cannot be served", as opposed to "S3 is unwell".
 _OBJECT_CODES = {
     "NoSuchKey": "vanished",
     "404": "vanished",
     "NotFound": "vanished",
-    "AccessDenied": "access denied",
-    "403": "access denied",
     "InvalidRange": "empty object",
     "InvalidObjectState": "archived (restore it first)",
 }
@@ -159,9 +165,12 @@ class ImageLoader:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key, **extra)  # type: ignore[no-any-return]
         except ClientError as error:
-            reason = _OBJECT_CODES.get(error_code(error))
+            code = error_code(error)
+            reason = _OBJECT_CODES.get(code)
             if reason is not None:
                 raise ImageUnavailable(f"{reason}: {format_s3_uri(self.bucket, key)}") from None
+            if code in _ACCESS_CODES or code.startswith("KMS."):
+                raise S3Error(access_problem(describe(error, self.bucket, key))) from None
             raise S3Error(describe(error, self.bucket, key)) from None
         except BotoCoreError as error:
             raise S3Error(describe(error, self.bucket, key)) from None
@@ -171,6 +180,14 @@ class ImageLoader:
             return body.read()  # type: ignore[no-any-return]
         except (ClientError, BotoCoreError, OSError) as error:
             raise S3Error(describe(error, self.bucket, key)) from None
+
+
+def access_problem(described: str) -> str:
+    """One line for a permission error on GET: what to check, and that no key was failed."""
+    return (
+        f"{described} (check s3:GetObject on the prefix, and kms:Decrypt for SSE-KMS "
+        "objects); no key was marked failed"
+    )
 
 
 def _not_an_image(content_type: str | None) -> str:

@@ -4,10 +4,17 @@ Each page's keys, its continuation token and its last key are recorded in one tr
 (`Store.record_page`), so a crash at any instant costs at most that one page again. A saved
 token that S3 no longer accepts is replaced by `StartAfter=<last key>`, which is exact
 because S3 lists in UTF-8 binary order.
+
+A page may be empty yet truncated (`IsTruncated` with a `NextContinuationToken` and no
+`Contents`: versioned buckets with runs of delete markers, some S3-compatible servers). Its
+token is committed like any other, so the listing moves on; `list_page` follows at most
+`MAX_EMPTY_PAGES` such pages in a row before returning, so a caller is never stuck inside
+one call while S3 walks a long run of nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,17 +27,26 @@ from tracker.records import ListedObject, SourceRef
 from tracker.s3 import FATAL_CODES, describe, error_code, is_throttling
 from tracker.store import Store
 
+log = logging.getLogger("tracker.lister")
+
 #: S3's maximum (and default) number of keys per ListObjectsV2 page.
 MAX_PAGE_SIZE = 1000
+
+#: Empty-but-truncated pages `list_page` follows in one call before it returns.
+MAX_EMPTY_PAGES = 10
 
 
 @dataclass(frozen=True)
 class PageResult:
-    """What one LIST call brought."""
+    """What one `list_page` call brought (one LIST, or a run of empty pages and the next)."""
 
     keys_seen: int
     new_keys: int
     exhausted: bool
+    #: Keys the filter took (the rest were listed but are not items).
+    keys_taken: int = 0
+    #: LIST pages read and committed (more than 1 only after empty pages).
+    pages: int = 1
 
 
 class Lister:
@@ -53,7 +69,7 @@ class Lister:
         *,
         page_size: int = MAX_PAGE_SIZE,
         from_start: bool = False,
-        warn: Callable[[str], None] = lambda message: None,
+        warn: Callable[[str], None] = log.warning,
         bucket: str | None = None,
         prefix: str = "",
     ) -> None:
@@ -68,10 +84,15 @@ class Lister:
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self.warn = warn
         self.list_calls = 0
+        #: The cursor generation this lister started from: after a `reset --listing` its
+        #: pages still record their keys but no longer move the cursor.
+        self._generation: int | None = None
+        if source is not None:
+            cursor = store.cursor(source)
+            self._generation = cursor.generation
         if from_start or source is None:
             self._token, self._start_after, self._exhausted = None, None, False
         else:
-            cursor = store.cursor(source)
             self._token, self._start_after = cursor.continuation_token, cursor.last_key
             self._exhausted = cursor.exhausted
 
@@ -101,9 +122,41 @@ class Lister:
         """True once a LIST call found no more pages (until the next call)."""
         return self._exhausted
 
-    def list_page(self) -> PageResult:
-        """Fetch the next page, record it with the new cursor, and return what it held."""
-        return self._record(self._advance(self._fetch()))
+    def list_page(self, max_pages: int = MAX_EMPTY_PAGES) -> PageResult:
+        """Fetch the next page, record it with the new cursor, and return what it held.
+
+        An empty page that is truncated is committed (its token saved) and the next one
+        fetched, up to `max_pages` LIST calls in all: then this returns an empty result,
+        not exhausted, and the caller decides whether to wait, log or call again.
+        """
+        pages = 0
+        while True:
+            sent_token = self._token
+            response = self._fetch()
+            pages += 1
+            empty_and_more = not response.get("Contents") and response.get("IsTruncated", False)
+            if empty_and_more and response.get("NextContinuationToken") in (None, sent_token):
+                # Following it would send the same LIST again, forever.
+                raise S3Error(
+                    f"S3 returned an empty page of {self.uri} that says more follows but "
+                    "gives no new continuation token; the listing cannot advance"
+                )
+            page = self._record(self._advance(response), sent_token)
+            if not empty_and_more or pages >= max_pages:
+                break
+        if empty_and_more:
+            log.info(
+                "%s: %d empty pages in a row (delete markers?); the listing goes on",
+                self.uri,
+                pages,
+            )
+        return PageResult(
+            keys_seen=page.keys_seen,
+            new_keys=page.new_keys,
+            exhausted=page.exhausted,
+            keys_taken=page.keys_taken,
+            pages=pages,
+        )
 
     def _advance(self, response: dict[str, Any]) -> dict[str, Any]:
         """Move the in-memory position past a fetched page (the next fetch may start)."""
@@ -114,8 +167,9 @@ class Lister:
             self._start_after = contents[-1]["Key"]
         return response
 
-    def _record(self, response: dict[str, Any]) -> PageResult:
-        """Commit a fetched page's keys with the cursor that follows them."""
+    def _record(self, response: dict[str, Any], page_token: str | None) -> PageResult:
+        """Commit a fetched page's keys with the cursor that follows them (`page_token`: the
+        token the page was asked with, see `Store.record_page`)."""
         contents = response.get("Contents", [])
         objects = [
             ListedObject(
@@ -125,6 +179,8 @@ class Lister:
             if self.key_filter.accepts(o["Key"], o.get("Size"))
         ]
         exhausted = not response.get("IsTruncated", False)
+        if contents and not objects:
+            self.warn(self.key_filter.nothing_taken(self.uri, len(contents)))
         if self.source is None:
             self.source = self.store.source(self.bucket, self.prefix, create=True)
         new_keys = self.store.record_page(
@@ -133,8 +189,15 @@ class Lister:
             next_token=response.get("NextContinuationToken"),
             last_key=contents[-1]["Key"] if contents else None,
             exhausted=exhausted,
+            generation=self._generation,
+            page_token=page_token,
         )
-        return PageResult(keys_seen=len(contents), new_keys=new_keys, exhausted=exhausted)
+        return PageResult(
+            keys_seen=len(contents),
+            new_keys=new_keys,
+            exhausted=exhausted,
+            keys_taken=len(objects),
+        )
 
     def _fetch(self) -> dict[str, Any]:
         params: dict[str, Any] = {"Bucket": self.bucket, "MaxKeys": self.page_size}
@@ -187,8 +250,9 @@ class Lister:
         """
         pages = 0
         while max_pages is None or pages < max_pages:
-            page = self.list_page()
-            pages += 1
+            left = MAX_EMPTY_PAGES if max_pages is None else max_pages - pages
+            page = self.list_page(min(left, MAX_EMPTY_PAGES))
+            pages += page.pages
             on_page(page)
             if page.exhausted or should_stop():
                 break

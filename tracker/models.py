@@ -1,6 +1,7 @@
-"""The state database's schema: sources, their listing cursors, and one row per S3 key.
+"""The state database's schema: sources and their listing cursors, the objects listed
+(shared by every dataset), datasets, registered stream owners, and per-dataset key state.
 
-Migrations in `migrations/` must produce exactly this schema; `tests/test_migrations.py`
+Migrations in `migrations/` must produce exactly this schema; `tests/integration/test_migrations.py`
 fails on any drift.
 """
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -18,14 +20,19 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from tracker.states import Answer as Answer
+from tracker.states import ItemState as ItemState
 
 #: Named constraints from day one: SQLite cannot drop an unnamed constraint later.
 NAMING_CONVENTION = {
@@ -41,27 +48,6 @@ MAX_KEY_LENGTH = 1024
 
 #: Integer primary keys that are 64-bit on PostgreSQL and SQLite's rowid alias on SQLite.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class ItemState(enum.StrEnum):
-    """Where one S3 key stands."""
-
-    #: Listed, never served, or handed back (released, requeued, reset).
-    PENDING = "pending"
-    #: Handed to an annotator under a lease; claimable again once the lease expires.
-    SERVED = "served"
-    #: At least one answer was recorded.
-    ANNOTATED = "annotated"
-    #: Could not be served (vanished, not an image); `failure_reason` says why.
-    FAILED = "failed"
-
-
-class Answer(enum.StrEnum):
-    """Prodigy's answer values."""
-
-    ACCEPT = "accept"
-    REJECT = "reject"
-    IGNORE = "ignore"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -110,7 +96,12 @@ def _enum(enum_class: type[enum.Enum], name: str) -> Enum:
 
 
 class Source(Base):
-    """A bucket and prefix that is listed and annotated as one collection."""
+    """A bucket and prefix that is listed once and annotated by any number of datasets.
+
+    The prefix is stored in one normal form (`tracker.s3uri.normalize_prefix`), and no two
+    sources of one bucket overlap (the store refuses `s3://b/a` beside `s3://b`), so one
+    key is never two rows that two recipes could serve at once.
+    """
 
     __tablename__ = "sources"
     __table_args__ = (UniqueConstraint("bucket", "prefix"),)
@@ -122,7 +113,11 @@ class Source(Base):
 
 
 class ListingCursor(Base):
-    """Where the S3 listing of a source stands: token AND last key, so either can resume it."""
+    """Where the S3 listing of a source stands: token AND last key, so either can resume it.
+
+    `generation` grows on every `reset --listing`: a lister that read the cursor before a
+    reset still records its page's keys, but may no longer move the cursor.
+    """
 
     __tablename__ = "listing_cursors"
 
@@ -135,33 +130,17 @@ class ListingCursor(Base):
     keys_listed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     exhausted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-class Item(Base):
-    """One S3 key of a source and its annotation state."""
+class Object(Base):
+    """One listed S3 key of a source and its listing facts, shared by every dataset."""
 
-    __tablename__ = "items"
+    __tablename__ = "objects"
     __table_args__ = (
         UniqueConstraint("source_id", "key"),
-        # Claiming the oldest pending keys and counting by state: an index range scan.
-        Index("ix_items_queue", "source_id", "state", "id"),
-        # Expired leases: only served rows are indexed, so the index stays small.
-        Index(
-            "ix_items_leases",
-            "source_id",
-            "lease_expires_at",
-            sqlite_where=text("state = 'served'"),
-            postgresql_where=text("state = 'served'"),
-        ),
-        # Answer split and recent throughput for `tracker status`, without touching rows.
-        Index(
-            "ix_items_answers",
-            "source_id",
-            "answer",
-            "annotated_at",
-            sqlite_where=text("answer IS NOT NULL"),
-            postgresql_where=text("answer IS NOT NULL"),
-        ),
+        # Listing order within a source: what a dataset's frontier walks through.
+        Index("ix_objects_order", "source_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -170,6 +149,90 @@ class Item(Base):
     size: Mapped[int | None] = mapped_column(BigInteger)
     etag: Mapped[str | None] = mapped_column(String(255))
     last_modified: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp()
+    )
+
+
+class Dataset(Base):
+    """A Prodigy dataset annotating a source.
+
+    A dataset has an `items` row only for the keys it has touched (served, answered,
+    failed, or handed back). Every object of the source with an id above `frontier` is
+    pending for it without a row: a new dataset over 10M keys costs one row, and its claims
+    walk `ix_objects_order` from the frontier, an index range read.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("source_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    #: The highest object id this dataset has taken into `items`; above it, all pending.
+    frontier: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Owner(Base):
+    """A live stream process, registered under its lease owner name with a heartbeat.
+
+    A second process under the same name is refused while the heartbeat is fresh; once it
+    is stale, the owner's leases are expired early and a restart under the name takes over.
+    """
+
+    __tablename__ = "owners"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(String(36))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Item(Base):
+    """The annotation state of one key for one dataset: the unit of a lease.
+
+    One row per (dataset, object) today. Per-annotator overlap (k answers per key) adds an
+    `annotator` column to the unique constraint and to the lease: each (key, dataset,
+    annotator) is then a row of its own, leased, answered and counted as rows are now.
+    """
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "object_id"),
+        # Claiming handed-back keys and counting by state: an index range scan.
+        Index("ix_items_queue", "dataset_id", "state", "object_id"),
+        # Expired leases: only served rows are indexed, so the index stays small.
+        Index(
+            "ix_items_leases",
+            "dataset_id",
+            "lease_expires_at",
+            sqlite_where=text("state = 'served'"),
+            postgresql_where=text("state = 'served'"),
+        ),
+        # An owner's keys (restart, release, a dead owner's leases).
+        Index(
+            "ix_items_owner",
+            "lease_owner",
+            sqlite_where=text("state = 'served'"),
+            postgresql_where=text("state = 'served'"),
+        ),
+        # Answer split and recent throughput for `tracker status`, without touching rows.
+        Index(
+            "ix_items_answers",
+            "dataset_id",
+            "answer",
+            "annotated_at",
+            sqlite_where=text("answer IS NOT NULL"),
+            postgresql_where=text("answer IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id", ondelete="CASCADE"))
     state: Mapped[ItemState] = mapped_column(
         _enum(ItemState, "item_state"), default=ItemState.PENDING, server_default="pending"
     )
@@ -177,10 +240,16 @@ class Item(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_token: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Leases granted since the last answer or hand-back: bounded by `max_attempts`.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Leases ever granted; never reset, so each serve gets its own `_task_hash`.
+    serves: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     session_id: Mapped[str | None] = mapped_column(String(255))
     answer: Mapped[Answer | None] = mapped_column(_enum(Answer, "answer"))
     answer_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Defaults in SQL: recording a page then sends no per-row timestamps to convert.
+    #: The answer came from `import-answers` (kept out of "annotated in the last hour").
+    imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Defaults in SQL: recording rows then sends no per-row timestamps to convert.
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=func.current_timestamp()
     )
@@ -191,6 +260,42 @@ class Item(Base):
     annotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-sources = Source.__table__
-listing_cursors = ListingCursor.__table__
-items = Item.__table__
+sources: Table = Source.__table__  # type: ignore[assignment]
+listing_cursors: Table = ListingCursor.__table__  # type: ignore[assignment]
+objects: Table = Object.__table__  # type: ignore[assignment]
+datasets: Table = Dataset.__table__  # type: ignore[assignment]
+owners: Table = Owner.__table__  # type: ignore[assignment]
+items: Table = Item.__table__  # type: ignore[assignment]
+
+
+class ListingShard(Base):
+    """One shard of a parallel listing (`tracker sync --parallel N`): the keys k of a source
+    with `start_after < k <= end_key` in S3's UTF-8 binary order (None: unbounded), listed
+    by one LIST chain with its own cursor, committed with each of its pages.
+
+    A plan is the set of rows with the same `plan` number; a new plan (another split, after
+    `--from-start` or a finished pass) replaces the rows. `generation` is the source
+    cursor's generation the plan was made under: a `reset --listing` since makes it stale.
+    `closed_at` is set once every shard is exhausted and the source's cursor was moved.
+    """
+
+    __tablename__ = "listing_shards"
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    plan: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    start_after: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
+    end_key: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
+    continuation_token: Mapped[str | None] = mapped_column(Text)
+    last_key: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
+    pages_listed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    keys_listed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    exhausted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+listing_shards: Table = ListingShard.__table__  # type: ignore[assignment]

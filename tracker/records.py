@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tracker.models import Answer, ItemState
+from tracker.states import Answer, ItemState
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,20 @@ class SourceRef:
 
 
 @dataclass(frozen=True)
+class DatasetRef:
+    """A Prodigy dataset annotating a source, as stored."""
+
+    id: int
+    name: str
+    source: SourceRef
+
+    @property
+    def label(self) -> str:
+        """How commands name it: `DATASET on s3://bucket/prefix`."""
+        return f"{self.name} on {self.source.uri}"
+
+
+@dataclass(frozen=True)
 class Cursor:
     """Where the listing of a source stands."""
 
@@ -33,6 +47,8 @@ class Cursor:
     keys_listed: int
     exhausted_at: datetime | None
     updated_at: datetime | None
+    #: Grows on every `reset --listing`; a lister records its pages under the one it read.
+    generation: int = 0
 
     @property
     def exhausted(self) -> bool:
@@ -51,13 +67,18 @@ class ListedObject:
 
 @dataclass(frozen=True)
 class Lease:
-    """A key handed to one owner until `expires_at`."""
+    """A key handed to one owner until `expires_at`; `token` fences what the owner may do
+    with it (hand it over, release it) once someone else could hold it."""
 
     key: str
     size: int | None
     etag: str | None
     token: str
     expires_at: datetime
+    #: The item row of this (dataset, key).
+    item_id: int = 0
+    #: Leases ever granted on this item, this one included: each serve is a new task.
+    serves: int = 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,8 @@ class AnswerRecord:
     key: str
     answer: Answer
     session_id: str | None = None
+    #: When the annotator answered (Prodigy's `_timestamp`), if known.
+    answered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,7 @@ class ItemRow:
     lease_owner: str | None
     served_at: datetime | None
     failure_reason: str | None
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,6 +199,8 @@ class OpenWork:
     next_expiry: datetime | None
     #: Served keys held by the owner asked about (0 when none was named).
     served_by_owner: int = 0
+    #: Seconds until `next_expiry` by the state DB's clock (None when nothing is out).
+    next_expiry_in: float | None = None
 
     @property
     def others_out(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.session
@@ -26,6 +26,9 @@ from botocore.exceptions import (
 
 from tracker.errors import S3Error, UsageError
 from tracker.s3uri import format_s3_uri
+
+if TYPE_CHECKING:  # boto3-stubs, in the dev extra
+    from mypy_boto3_s3 import S3Client
 
 #: Retries for throttling (503 SlowDown), 5xx answers and dropped connections: up to 5
 #: attempts in all, with botocore's exponential backoff (standard mode).
@@ -75,7 +78,7 @@ def make_client(
     profile: str | None = None,
     region: str | None = None,
     max_attempts: int | None = None,
-) -> Any:
+) -> S3Client:
     """An S3 client from boto3's normal configuration chain.
 
     An explicit endpoint (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`) means an
@@ -97,7 +100,7 @@ def make_client(
         if max_attempts or configured_attempts:  # attempts in all, as AWS_MAX_ATTEMPTS counts
             retries["total_max_attempts"] = int(max_attempts or configured_attempts)
         config = Config(
-            retries=retries,  # type: ignore[arg-type]
+            retries=retries,  # type: ignore[arg-type]  # mode: the profile's string, botocore checks it
             connect_timeout=10,
             read_timeout=60,
             s3={"addressing_style": "path"} if endpoint else None,

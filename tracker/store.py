@@ -3,39 +3,65 @@
 Every write is one transaction (`BEGIN IMMEDIATE` on SQLite, see `tracker.db`); every
 operation works the same on SQLite and PostgreSQL, with `FOR UPDATE SKIP LOCKED` in the
 claim on PostgreSQL so that concurrent claimers never wait on, or take, each other's rows.
+
+Time: every lease, heartbeat and answer time is the database's clock on PostgreSQL
+(`now()` in the statement), so hosts whose clocks disagree still agree on who holds a
+lease. SQLite runs inside this process: its clock is this host's.
+
+Layout: a source's keys are `objects`, listed once; each dataset has `items` rows only
+for the keys it touched, and every object above its `frontier` is pending for it (see
+`tracker.models.Dataset`). Claims take handed-back keys first, then walk the frontier.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from itertools import islice
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    Interval,
     Select,
     and_,
     bindparam,
+    delete,
     func,
+    literal,
     select,
-    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracker.db import create_db_engine, ensure_schema, masked, translate_db_errors
-from tracker.errors import SourceNotFound
-from tracker.models import Answer, ItemState, items, listing_cursors, sources, utcnow
+from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
+from tracker.models import (
+    Answer,
+    ItemState,
+    UTCDateTime,
+    datasets,
+    items,
+    listing_cursors,
+    listing_shards,
+    objects,
+    owners,
+    sources,
+    utcnow,
+)
 from tracker.records import (
     AnswerRecord,
     Counts,
     Cursor,
+    DatasetRef,
     ExistingAnswer,
     ItemFilter,
     ItemRow,
@@ -45,6 +71,8 @@ from tracker.records import (
     SourceRef,
     plan_answers,
 )
+from tracker.s3uri import normalize_prefix, prefixes_overlap
+from tracker.shards import ShardCursor
 
 #: Rows per statement when acting on many ids; under every backend's bound-parameter limit.
 _CHUNK = 500
@@ -55,18 +83,36 @@ _LEASE_CLEARED: dict[str, Any] = {
     "lease_expires_at": None,
 }
 
-
-#: What the first answer for a key writes (`new_answer`, `new_session`, `now` are bound).
+#: What the first answer for a key writes (`new_answer`, `new_session`, `answered`,
+#: `imported` and `now` are bound).
 _FIRST_ANSWER: dict[str, Any] = {
     "state": ItemState.ANNOTATED,
     "answer": bindparam("new_answer"),
     "session_id": bindparam("new_session"),
     "answer_count": 1,
-    "annotated_at": bindparam("now"),
-    "updated_at": bindparam("now"),
+    "annotated_at": bindparam("answered", type_=UTCDateTime()),
+    "imported": bindparam("imported"),
+    "attempts": 0,
+    "updated_at": bindparam("now", type_=UTCDateTime()),
     "failure_reason": None,
     **_LEASE_CLEARED,
 }
+
+
+def never_answered(attempts: int) -> str:
+    """Why a key that keeps coming back unanswered was set aside."""
+    return (
+        f"served {attempts} times, never answered: already in the Prodigy dataset "
+        "(Prodigy skips it), a task-hash collision, or dropped by Prodigy's duplicate filter"
+    )
+
+
+@dataclass(frozen=True)
+class OwnerRegistration:
+    """A stream process registered under its lease owner name."""
+
+    name: str
+    token: str
 
 
 class Store:
@@ -120,29 +166,69 @@ class Store:
         dialect = postgresql if self._pg else sqlite
         return dialect.insert(table)
 
+    # -- the clock ------------------------------------------------------------------------
+
+    @cached_property
+    def _now(self) -> ColumnElement[datetime]:
+        """ "Now" inside a statement: the server's clock on PostgreSQL, this host's on SQLite
+        (bound as `now`, see `_times`)."""
+        if self._pg:
+            return func.now().cast(UTCDateTime())
+        return bindparam("now", type_=UTCDateTime())
+
+    def _in(self, name: str) -> ColumnElement[datetime]:
+        """`now + <interval bound as name>` on PostgreSQL; a bound time on SQLite."""
+        if self._pg:
+            return (func.now() + bindparam(name, type_=Interval())).cast(UTCDateTime())
+        return bindparam(f"{name}_at", type_=UTCDateTime())
+
+    @staticmethod
+    def _times(**intervals: timedelta) -> dict[str, Any]:
+        """Parameters for `_now` and `_in(name)`: both forms, each backend takes its own."""
+        now = utcnow()
+        params: dict[str, Any] = {"now": now}
+        for name, interval in intervals.items():
+            params[name] = interval
+            params[f"{name}_at"] = now + interval
+        return params
+
     # -- sources and listing cursors ------------------------------------------------------
 
     def source(self, bucket: str, prefix: str = "", *, create: bool = False) -> SourceRef:
-        """The source for bucket + prefix; created with an empty cursor when `create`."""
+        """The source for bucket + prefix (normalised: `img` is `img/`); created with an
+        empty cursor when `create`. A new source that overlaps an existing one of the same
+        bucket (`s3://b` beside `s3://b/a/`) is refused: its keys would be two rows."""
+        prefix = normalize_prefix(prefix)
         where = and_(sources.c.bucket == bucket, sources.c.prefix == prefix)
         with self._read() as conn:
             row = conn.execute(select(sources.c.id).where(where)).first()
-        if row is None:
-            if not create:
-                uri = SourceRef(0, bucket, prefix).uri
-                raise SourceNotFound(f"the state DB has no source {uri} (run `tracker sync`)")
-            with self._write() as conn:
-                conn.execute(
-                    self._insert(sources)
-                    .values(bucket=bucket, prefix=prefix, created_at=utcnow())
-                    .on_conflict_do_nothing()
+        if row is not None:
+            return SourceRef(row.id, bucket, prefix)
+        uri = SourceRef(0, bucket, prefix).uri
+        if not create:
+            raise SourceNotFound(f"the state DB has no source {uri} (run `tracker sync`)")
+        with self._write() as conn:
+            for other in conn.execute(
+                select(sources.c.prefix).where(
+                    sources.c.bucket == bucket, sources.c.prefix != prefix
                 )
-                row = conn.execute(select(sources.c.id).where(where)).one()
-                conn.execute(
-                    self._insert(listing_cursors)
-                    .values(source_id=row.id, updated_at=utcnow())
-                    .on_conflict_do_nothing()
-                )
+            ).scalars():
+                if prefixes_overlap(prefix, other):
+                    raise UsageError(
+                        f"{uri} overlaps the source {SourceRef(0, bucket, other).uri} of this "
+                        "state DB; use that source (or a state DB of its own)"
+                    )
+            conn.execute(
+                self._insert(sources)
+                .values(bucket=bucket, prefix=prefix, created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+            row = conn.execute(select(sources.c.id).where(where)).one()
+            conn.execute(
+                self._insert(listing_cursors)
+                .values(source_id=row.id, updated_at=utcnow())
+                .on_conflict_do_nothing()
+            )
         return SourceRef(row.id, bucket, prefix)
 
     def sources(self) -> list[SourceRef]:
@@ -152,14 +238,55 @@ class Store:
             )
             return [SourceRef(r.id, r.bucket, r.prefix) for r in rows]
 
+    def dataset(self, source: SourceRef, name: str, *, create: bool = False) -> DatasetRef:
+        """The dataset `name` of `source`; created (at frontier 0: every key pending) when
+        `create`. Creating one costs one row, however many keys the source has."""
+        if not name:
+            raise UsageError("the dataset name must not be empty")
+        if len(name) > 255 or "\x00" in name:
+            raise UsageError("a dataset name has at most 255 characters and no NUL")
+        where = and_(datasets.c.source_id == source.id, datasets.c.name == name)
+        with self._read() as conn:
+            found = conn.execute(select(datasets.c.id).where(where)).scalar()
+        if found is None:
+            if not create:
+                raise DatasetNotFound(f"{source.uri} has no dataset {name!r}")
+            with self._write() as conn:
+                conn.execute(
+                    self._insert(datasets)
+                    .values(source_id=source.id, name=name, created_at=utcnow())
+                    .on_conflict_do_nothing()
+                )
+                found = conn.execute(select(datasets.c.id).where(where)).scalar_one()
+        return DatasetRef(found, name, source)
+
+    def datasets(self, source: SourceRef) -> list[DatasetRef]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(datasets.c.id, datasets.c.name)
+                .where(datasets.c.source_id == source.id)
+                .order_by(datasets.c.id)
+            )
+            return [DatasetRef(r.id, r.name, source) for r in rows]
+
+    def object_count(self, source: SourceRef) -> int:
+        """Keys listed in the source (every dataset's total)."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(objects.c.source_id == source.id)
+                ).scalar_one()
+            )
+
     def cursor(self, source: SourceRef) -> Cursor:
         with self._read() as conn:
             return self._cursor(conn, source)
 
-    def _cursor(self, conn: Connection, source: SourceRef) -> Cursor:
-        row = conn.execute(
-            select(listing_cursors).where(listing_cursors.c.source_id == source.id)
-        ).one()
+    def _cursor(self, conn: Connection, source: SourceRef, *, lock: bool = False) -> Cursor:
+        query = select(listing_cursors).where(listing_cursors.c.source_id == source.id)
+        if lock and self._pg:
+            query = query.with_for_update()
+        row = conn.execute(query).one()
         return Cursor(
             continuation_token=row.continuation_token,
             last_key=row.last_key,
@@ -167,55 +294,45 @@ class Store:
             keys_listed=row.keys_listed,
             exhausted_at=row.exhausted_at,
             updated_at=row.updated_at,
+            generation=row.generation,
         )
 
     def record_page(
         self,
         source: SourceRef,
-        objects: Sequence[ListedObject],
+        page: Sequence[ListedObject],
         *,
         next_token: str | None,
         last_key: str | None,
         exhausted: bool,
+        generation: int | None = None,
+        page_token: str | None = None,
     ) -> int:
         """Insert a listed page's keys and advance the cursor, in one transaction.
 
         Re-recording a page is harmless: known keys keep their state. The cursor only moves
-        forward (in S3's UTF-8 binary order), so a slower concurrent lister, or a
-        `--from-start` pass, never drags it back. Returns the number of new keys.
+        forward (in S3's UTF-8 binary order): it is read under a row lock on PostgreSQL
+        (SQLite serialises writers), so a slower concurrent lister, or a `--from-start`
+        pass, never drags it back. A page read under an older `generation` (the listing was
+        reset since) still records its keys but leaves the cursor alone. An empty page that
+        S3 says is truncated moves the token on, so the next LIST asks for the page after
+        it, if the cursor still holds `page_token`, the token that page was asked with (a
+        token cannot be ordered: only the lister that stands there may move it). Returns
+        the number of new keys.
         """
         now = utcnow()
         with self._write() as conn:
-            inserted = 0
-            if objects:
-                # state, answer_count and timestamps come from the columns' SQL defaults.
-                rows = [
-                    {
-                        "source_id": source.id,
-                        "key": o.key,
-                        "size": o.size,
-                        "etag": o.etag,
-                        "last_modified": o.last_modified,
-                    }
-                    for o in objects
-                ]
-                statement = self._insert(items).on_conflict_do_nothing(
-                    index_elements=["source_id", "key"]
-                )
-                if self._pg:  # psycopg's executemany reports no total row count
-                    inserted = len(conn.execute(statement.returning(items.c.id), rows).all())
-                else:
-                    inserted = conn.execute(statement, rows).rowcount
-            current = self._cursor(conn, source)
+            inserted = self._insert_objects(conn, source, page)
+            current = self._cursor(conn, source, lock=True)
             values: dict[str, Any] = {
                 "pages_listed": listing_cursors.c.pages_listed + 1,
                 "keys_listed": listing_cursors.c.keys_listed + inserted,
                 "updated_at": now,
             }
-            if _utf8_after(last_key, current.last_key) or (exhausted and last_key is None):
-                values["last_key"] = last_key if last_key is not None else current.last_key
-                values["continuation_token"] = None if exhausted else next_token
-                values["exhausted_at"] = now if exhausted else None
+            if generation is None or generation == current.generation:
+                values.update(
+                    _cursor_move(current, next_token, last_key, exhausted, now, page_token)
+                )
             conn.execute(
                 update(listing_cursors)
                 .where(listing_cursors.c.source_id == source.id)
@@ -224,7 +341,8 @@ class Store:
             return inserted
 
     def reset_cursor(self, source: SourceRef) -> None:
-        """Forget the listing position: the next sync starts from the first page."""
+        """Forget the listing position: the next sync starts from the first page. Listers
+        that read the old position keep recording keys but no longer move the cursor."""
         with self._write() as conn:
             conn.execute(
                 update(listing_cursors)
@@ -233,6 +351,7 @@ class Store:
                     continuation_token=None,
                     last_key=None,
                     exhausted_at=None,
+                    generation=listing_cursors.c.generation + 1,
                     updated_at=utcnow(),
                 )
             )
@@ -246,121 +365,300 @@ class Store:
                 .values(continuation_token=None, updated_at=utcnow())
             )
 
+    # -- owners ---------------------------------------------------------------------------
+
+    def register_owner(
+        self, name: str, *, stale_after: timedelta, dead: tuple[str, int] | None = None
+    ) -> OwnerRegistration:
+        """Register this process as the live holder of the lease owner `name`.
+
+        Refused (`OwnerInUse`) while another registration of the name has a heartbeat
+        younger than `stale_after`, unless it is the one `dead` names (host, pid: a process
+        the caller knows has died); a stale one (a crashed process) is taken over.
+        """
+        token = str(uuid.uuid4())
+        values = {
+            "name": name,
+            "token": token,
+            "host": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "started_at": self._now,
+            "heartbeat_at": self._now,
+        }
+        params = self._times(stale=-stale_after)
+        with self._write() as conn:
+            inserted = conn.execute(
+                self._insert(owners)
+                .values(**values)
+                .on_conflict_do_nothing()
+                .returning(owners.c.name),
+                params,
+            ).first()
+            if inserted is None:
+                query = select(
+                    owners.c.host,
+                    owners.c.pid,
+                    (owners.c.heartbeat_at > self._in("stale")).label("live"),
+                ).where(owners.c.name == name)
+                if self._pg:
+                    query = query.with_for_update()
+                row = conn.execute(query, params).one()
+                if row.live and (row.host, row.pid) != dead:
+                    raise OwnerInUse(
+                        f"lease owner {name!r} is in use by a live process (pid {row.pid} on "
+                        f"{row.host}); stop it, or give this one another owner",
+                        host=row.host,
+                        pid=row.pid,
+                    )
+                conn.execute(update(owners).where(owners.c.name == name).values(**values), params)
+        return OwnerRegistration(name, token)
+
+    def heartbeat(self, registration: OwnerRegistration) -> bool:
+        """Mark the owner alive; False when its registration was taken over or removed."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(owners)
+                .where(owners.c.name == registration.name, owners.c.token == registration.token)
+                .values(heartbeat_at=self._now),
+                self._times(),
+            )
+            return result.rowcount == 1
+
+    def unregister_owner(self, registration: OwnerRegistration) -> None:
+        with self._write() as conn:
+            conn.execute(
+                delete(owners).where(
+                    owners.c.name == registration.name, owners.c.token == registration.token
+                )
+            )
+
     # -- leases ---------------------------------------------------------------------------
 
     def claim(
         self,
-        source: SourceRef,
+        dataset: DatasetRef,
         owner: str,
         limit: int,
         lease: timedelta,
         *,
-        now: datetime | None = None,
+        max_attempts: int | None = None,
+        stale_after: timedelta | None = None,
     ) -> list[Lease]:
-        """Lease up to `limit` keys to `owner`: expired leases first, then pending keys in
-        listing order. Each claimed key gets a fresh lease token."""
-        now = now or utcnow()
-        params = self._lease_params(source, owner, lease, now)
-        params["limit"] = limit
-        with self._write() as conn:
-            if not self._pg:  # writers are serialised: one statement picks both kinds
-                rows = conn.execute(self._claim_any, params).all()
-            else:
-                rows = conn.execute(self._claim_expired, params).all()
-                if len(rows) < limit:
-                    params["limit"] = limit - len(rows)
-                    rows += conn.execute(self._claim_pending, params).all()
-        rows.sort(key=lambda r: r.id)  # RETURNING promises no order
-        token, expires = params["token"], params["expires"]
-        return [Lease(r.key, r.size, r.etag, token, expires) for r in rows]
+        """Lease up to `limit` keys to `owner`: expired leases first, then keys handed
+        back, then new keys from the dataset's frontier in listing order.
 
-    def reclaim(
-        self,
-        source: SourceRef,
-        owner: str,
-        lease: timedelta,
-        *,
-        served_before: datetime | None = None,
-        limit: int | None = None,
-        now: datetime | None = None,
-    ) -> list[Lease]:
-        """Renew the leases `owner` still holds (served before `served_before`, if given).
-
-        A restarted recipe gets its own keys back at once instead of waiting for the lease;
-        a running one re-sends a batch the browser dropped.
+        Before that, in the same transaction: leases of owners whose heartbeat is older
+        than `stale_after` end now, and an expired key leased `max_attempts` times without
+        an answer is set aside as failed, so that the stream always ends.
         """
-        now = now or utcnow()
-        params = self._lease_params(source, owner, lease, now)
-        query = select(items.c.id).where(
-            items.c.source_id == source.id,
-            items.c.state == ItemState.SERVED,
-            items.c.lease_owner == owner,
+        params = self._times(lease=lease, stale=-(stale_after or timedelta(0)))
+        params.update(
+            in_dataset=dataset.id,
+            in_source=dataset.source.id,
+            owner=owner,
+            token=str(uuid.uuid4()),
+            limit=limit,
         )
-        if served_before is not None:
-            query = query.where(items.c.served_at <= served_before)
-        query = query.order_by(items.c.served_at, items.c.id).limit(limit)
-        if self._pg:
-            query = query.with_for_update(skip_locked=True)
         with self._write() as conn:
-            ids = list(conn.execute(query).scalars())
-            rows = {r.id: r for r in conn.execute(self._lease_ids, dict(params, ids=ids))}
-        token, expires = params["token"], params["expires"]
-        return [Lease(r.key, r.size, r.etag, token, expires) for i in ids if (r := rows.get(i))]
+            if stale_after is not None:
+                conn.execute(self._expire_dead_owners, params)
+            if max_attempts is not None:
+                conn.execute(
+                    self._fail_exhausted,
+                    dict(params, max_attempts=max_attempts, reason=never_answered(max_attempts)),
+                )
+            rows = list(conn.execute(self._claim_expired, params).all())
+            if len(rows) < limit:
+                rows += conn.execute(
+                    self._claim_pending, dict(params, limit=limit - len(rows))
+                ).all()
+            if len(rows) < limit:
+                rows += self._claim_new(conn, dataset, limit - len(rows), params)
+            return self._leases(conn, rows)
 
-    @staticmethod
-    def _lease_params(
-        source: SourceRef, owner: str, lease: timedelta, now: datetime
-    ) -> dict[str, Any]:
-        return {
-            "in_source": source.id,
-            "owner": owner,
-            "token": str(uuid.uuid4()),
-            "expires": now + lease,
-            "now": now,
+    def _claim_new(
+        self, conn: Connection, dataset: DatasetRef, limit: int, params: dict[str, Any]
+    ) -> list[Any]:
+        """Lease keys past the dataset's frontier: read the next object ids in listing order
+        from `ix_objects_order`, insert their items rows already leased, move the frontier.
+
+        On PostgreSQL the dataset row is locked meanwhile, so concurrent claimers take
+        successive ranges. Objects past the frontier that already have a row (an answer
+        imported ahead) are skipped by the insert and passed by the frontier.
+        """
+        frontier_query = select(datasets.c.frontier).where(datasets.c.id == dataset.id)
+        if self._pg:
+            frontier_query = frontier_query.with_for_update()
+        frontier = conn.execute(frontier_query).scalar_one()
+        claimed: list[Any] = []
+        while len(claimed) < limit:
+            # Objects that already have a row (answers imported ahead) are skipped here, in
+            # one statement, instead of one INSERT round trip per `limit` of them.
+            has_row = (
+                select(items.c.id)
+                .where(items.c.dataset_id == dataset.id, items.c.object_id == objects.c.id)
+                .exists()
+            )
+            ids = list(
+                conn.execute(
+                    select(objects.c.id)
+                    .where(
+                        objects.c.source_id == dataset.source.id,
+                        objects.c.id > frontier,
+                        ~has_row,
+                    )
+                    .order_by(objects.c.id)
+                    .limit(limit - len(claimed))
+                ).scalars()
+            )
+            if not ids:
+                break
+            claimed += self._insert_leased(conn, ids, params)
+            frontier = ids[-1]
+            conn.execute(
+                update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
+            )
+        return claimed
+
+    def _insert_leased(self, conn: Connection, ids: list[int], params: dict[str, Any]) -> list[Any]:
+        """Items rows for new keys, already leased: one multi-row INSERT ... RETURNING."""
+        row = {
+            "dataset_id": params["in_dataset"],
+            "state": ItemState.SERVED,
+            "lease_owner": params["owner"],
+            "lease_token": params["token"],
+            "lease_expires_at": self._in("lease"),
+            "served_at": self._now,
+            "attempts": 1,
+            "serves": 1,
         }
+        statement = (
+            self._insert(items)
+            .values([dict(row, object_id=i) for i in ids])
+            .on_conflict_do_nothing(index_elements=["dataset_id", "object_id"])
+            .returning(*self._lease_columns)
+        )
+        return list(conn.execute(statement, params).all())
+
+    @property
+    def _lease_columns(self) -> tuple[Any, ...]:
+        return (
+            items.c.id,
+            items.c.object_id,
+            items.c.lease_token,
+            items.c.lease_expires_at,
+            items.c.serves,
+        )
+
+    def _leases(self, conn: Connection, rows: Sequence[Any]) -> list[Lease]:
+        """Leases for claimed rows, with their keys, in listing order."""
+        facts: dict[int, Any] = {}
+        for chunk in batched(sorted({r.object_id for r in rows}), _CHUNK):
+            for o in conn.execute(
+                select(objects.c.id, objects.c.key, objects.c.size, objects.c.etag).where(
+                    objects.c.id.in_(chunk)
+                )
+            ):
+                facts[o.id] = o
+        ordered = sorted(rows, key=lambda r: r.object_id)  # RETURNING promises no order
+        return [
+            Lease(
+                facts[r.object_id].key,
+                facts[r.object_id].size,
+                facts[r.object_id].etag,
+                r.lease_token,
+                r.lease_expires_at,
+                item_id=r.id,
+                serves=r.serves,
+            )
+            for r in ordered
+        ]
+
+    def reclaim(self, dataset: DatasetRef, owner: str, lease: timedelta) -> list[Lease]:
+        """Renew every lease `owner` still holds: a restarted recipe gets its own keys back
+        at once instead of waiting for the leases to run out."""
+        params = self._times(lease=lease)
+        params.update(owner=owner, token=str(uuid.uuid4()))
+        with self._write() as conn:
+            ids = list(
+                conn.execute(
+                    select(items.c.id)
+                    .where(
+                        items.c.dataset_id == dataset.id,
+                        items.c.state == ItemState.SERVED,
+                        items.c.lease_owner == owner,
+                    )
+                    .order_by(items.c.object_id)
+                ).scalars()
+            )
+            rows: list[Any] = []
+            for chunk in batched(ids, _CHUNK):
+                rows += conn.execute(self._lease_ids, dict(params, ids=list(chunk))).all()
+            return self._leases(conn, rows)
+
+    def confirm(self, lease: Lease, duration: timedelta) -> Lease | None:
+        """Check, at the moment a task is handed over, that its lease is still ours and
+        live, and restart it from now. None when it expired or another claim took it: the
+        task must not be shown."""
+        params = self._times(lease=duration)
+        params.update(item_id=lease.item_id, token=lease.token)
+        with self._write() as conn:
+            row = conn.execute(self._confirm, params).first()
+        if row is None:
+            return None
+        return Lease(
+            lease.key,
+            lease.size,
+            lease.etag,
+            lease.token,
+            row.lease_expires_at,
+            item_id=lease.item_id,
+            serves=lease.serves,
+        )
+
+    @cached_property
+    def _confirm(self) -> Any:
+        return (
+            update(items)
+            .where(
+                items.c.id == bindparam("item_id"),
+                items.c.state == ItemState.SERVED,
+                items.c.lease_token == bindparam("token"),
+                items.c.lease_expires_at > self._now,
+            )
+            .values(lease_expires_at=self._in("lease"), served_at=self._now)
+            .returning(items.c.lease_expires_at)
+        )
 
     # Claim statements are built once: building and cache-keying a statement costs more
     # than running it on SQLite, and a claim sits on every batch an annotator receives.
 
-    @staticmethod
-    def _expired_ids() -> Select[Any]:
-        return (
+    @cached_property
+    def _claim_expired(self) -> Any:
+        candidates = (
             select(items.c.id)
             .where(
-                items.c.source_id == bindparam("in_source"),
+                items.c.dataset_id == bindparam("in_dataset"),
                 items.c.state == ItemState.SERVED,
-                items.c.lease_expires_at <= bindparam("now"),
+                items.c.lease_expires_at <= self._now,
             )
             .order_by(items.c.lease_expires_at, items.c.id)
             .limit(bindparam("limit"))
         )
-
-    @staticmethod
-    def _pending_ids() -> Select[Any]:
-        return (
-            select(items.c.id)
-            .where(items.c.source_id == bindparam("in_source"), items.c.state == ItemState.PENDING)
-            .order_by(items.c.id)
-            .limit(bindparam("limit"))
-        )
-
-    @cached_property
-    def _claim_expired(self) -> Any:
-        return self._lease_where(self._expired_ids())
+        return self._lease_where(candidates)
 
     @cached_property
     def _claim_pending(self) -> Any:
-        return self._lease_where(self._pending_ids())
-
-    @cached_property
-    def _claim_any(self) -> Any:
-        """Expired leases first, then pending keys, in one statement (SQLite only: PostgreSQL
-        does not allow FOR UPDATE in a UNION)."""
-        both = union_all(
-            select(self._expired_ids().subquery().c.id),
-            select(self._pending_ids().subquery().c.id),
-        ).limit(bindparam("limit"))
-        return self._lease_update(items.c.id.in_(both.scalar_subquery()))
+        candidates = (
+            select(items.c.id)
+            .where(
+                items.c.dataset_id == bindparam("in_dataset"),
+                items.c.state == ItemState.PENDING,
+            )
+            .order_by(items.c.object_id)
+            .limit(bindparam("limit"))
+        )
+        return self._lease_where(candidates)
 
     @cached_property
     def _lease_ids(self) -> Any:
@@ -371,8 +669,7 @@ class Store:
             candidates = candidates.with_for_update(skip_locked=True)
         return self._lease_update(items.c.id.in_(candidates.scalar_subquery()))
 
-    @staticmethod
-    def _lease_update(condition: Any) -> Any:
+    def _lease_update(self, condition: Any) -> Any:
         return (
             update(items)
             .where(condition)
@@ -380,102 +677,177 @@ class Store:
                 state=ItemState.SERVED,
                 lease_owner=bindparam("owner"),
                 lease_token=bindparam("token"),
-                lease_expires_at=bindparam("expires"),
-                served_at=bindparam("now"),
-                updated_at=bindparam("now"),
+                lease_expires_at=self._in("lease"),
+                served_at=self._now,
+                updated_at=self._now,
+                attempts=items.c.attempts + 1,
+                serves=items.c.serves + 1,
             )
-            .returning(items.c.id, items.c.key, items.c.size, items.c.etag)
+            .returning(*self._lease_columns)
         )
 
-    def release(self, source: SourceRef, owner: str, keys: Iterable[str] | None = None) -> int:
-        """Hand `owner`'s unanswered keys (all, or those named) back to `pending`."""
+    @cached_property
+    def _fail_exhausted(self) -> Any:
+        return (
+            update(items)
+            .where(
+                items.c.dataset_id == bindparam("in_dataset"),
+                items.c.state == ItemState.SERVED,
+                items.c.lease_expires_at <= self._now,
+                items.c.attempts >= bindparam("max_attempts"),
+            )
+            .values(
+                state=ItemState.FAILED,
+                failure_reason=bindparam("reason"),
+                updated_at=self._now,
+                **_LEASE_CLEARED,
+            )
+        )
+
+    @cached_property
+    def _expire_dead_owners(self) -> Any:
+        """End now the live leases of owners whose heartbeat is older than `stale`."""
+        dead = select(owners.c.name).where(owners.c.heartbeat_at <= self._in("stale"))
+        return (
+            update(items)
+            .where(
+                items.c.state == ItemState.SERVED,
+                items.c.lease_owner.in_(dead.scalar_subquery()),
+                items.c.lease_expires_at > self._now,
+            )
+            .values(lease_expires_at=self._now)
+        )
+
+    def release(
+        self,
+        dataset: DatasetRef,
+        owner: str,
+        leases: Iterable[Lease] | None = None,
+    ) -> int:
+        """Hand `owner`'s unanswered keys back to `pending`: all of them, or the `leases`
+        given, each only while its token still holds it (a key another claim has taken
+        since is left alone). A handed-back key's attempt is not counted."""
         conditions = [
-            items.c.source_id == source.id,
+            items.c.dataset_id == dataset.id,
             items.c.state == ItemState.SERVED,
             items.c.lease_owner == owner,
         ]
-        values = {"state": ItemState.PENDING, "updated_at": utcnow(), **_LEASE_CLEARED}
+        values = {
+            "state": ItemState.PENDING,
+            "updated_at": utcnow(),
+            "attempts": func.max(items.c.attempts - 1, 0)
+            if not self._pg
+            else func.greatest(items.c.attempts - 1, 0),
+            **_LEASE_CLEARED,
+        }
         with self._write() as conn:
-            if keys is None:
+            if leases is None:
                 return conn.execute(update(items).where(*conditions).values(**values)).rowcount
+            by_token: dict[str, list[int]] = {}
+            for held in leases:
+                by_token.setdefault(held.token, []).append(held.item_id)
             released = 0
-            for chunk in batched(keys, _CHUNK):
-                statement = update(items).where(*conditions, items.c.key.in_(chunk))
-                released += conn.execute(statement.values(**values)).rowcount
+            for token, ids in by_token.items():
+                for chunk in batched(ids, _CHUNK):
+                    statement = update(items).where(
+                        *conditions, items.c.lease_token == token, items.c.id.in_(chunk)
+                    )
+                    released += conn.execute(statement.values(**values)).rowcount
             return released
 
     # -- answers and failures -------------------------------------------------------------
 
     def record_answers(
-        self, source: SourceRef, answers: Sequence[AnswerRecord], *, now: datetime | None = None
+        self,
+        dataset: DatasetRef,
+        answers: Sequence[AnswerRecord],
+        *,
+        served_only: bool = False,
     ) -> int:
         """Record answers; returns how many keys became annotated.
 
-        Never drops an answer: one for a key whose lease expired, or that was re-served to
-        someone else, still annotates it; one for a key never listed inserts it (in key
-        order). Concurrent writers of one key are serialised, so the first answer wins and
-        the others are counted on PostgreSQL as on SQLite.
+        Never drops an answer for a key this dataset was served: one whose lease expired,
+        or that was re-served to someone else, still annotates it. With `served_only` (the
+        recipe's `update`, whose endpoint anyone who reaches Prodigy can post to) an answer
+        for a key this dataset never served is not recorded; `import-answers` records any
+        key of the source, inserting keys never listed. Concurrent writers of one key are
+        serialised: the first answer wins and the others are counted.
         """
         if not answers:
             return 0
-        now = now or utcnow()
         with self._write() as conn:
-            return self._record_answers(conn, source, answers, now)
+            return self._record_answers(conn, dataset, answers, served_only=served_only)
 
     def import_answers(
         self,
-        source: SourceRef,
+        dataset: DatasetRef,
         answers: Sequence[AnswerRecord],
         *,
         requeue_missing: bool = False,
-        now: datetime | None = None,
     ) -> tuple[int, int]:
         """Record answers read from `prodigy db-out` and, with `requeue_missing`, put keys
         annotated here but absent from `answers` back to `pending`: all in ONE transaction.
 
-        Returns (keys newly annotated, keys requeued).
+        Imported answers keep their `answered_at` and stay out of "annotated in the last
+        hour". Returns (keys newly annotated, keys requeued).
         """
-        now = now or utcnow()
         with self._write() as conn:
-            annotated = self._record_answers(conn, source, answers, now) if answers else 0
+            annotated = (
+                self._record_answers(conn, dataset, answers, imported=True) if answers else 0
+            )
             if not requeue_missing:
                 return annotated, 0
             named = {a.key for a in answers}
             missing = [
                 r.id
                 for r in conn.execute(
-                    select(items.c.id, items.c.key).where(
-                        items.c.source_id == source.id, items.c.state == ItemState.ANNOTATED
-                    )
+                    select(items.c.id, objects.c.key)
+                    .join(objects, objects.c.id == items.c.object_id)
+                    .where(items.c.dataset_id == dataset.id, items.c.state == ItemState.ANNOTATED)
                 )
                 if r.key not in named
             ]
-            values = _back_to_pending(now)
+            values = _back_to_pending(utcnow())
             for chunk in batched(missing, _CHUNK):
                 conn.execute(update(items).where(items.c.id.in_(chunk)).values(**values))
             return annotated, len(missing)
 
     def _record_answers(
-        self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
+        self,
+        conn: Connection,
+        dataset: DatasetRef,
+        answers: Sequence[AnswerRecord],
+        *,
+        served_only: bool = False,
+        imported: bool = False,
     ) -> int:
-        annotated = 0
-        if not self._pg:
-            annotated, answers = self._annotate_first_answers(conn, source, answers, now)
-            if not answers:
-                return annotated
+        now = utcnow()
         keys = sorted({a.key for a in answers})  # one lock order for every writer
-        existing = self._lock_answered(conn, source, keys)
-        missing = [k for k in keys if k not in existing]
-        if missing:
-            # Never-listed keys go in as pending rows first, as a listed page would: a
-            # concurrent writer of the same key then waits and counts its answer instead
-            # of failing on the unique constraint. The plan annotates them below.
+        object_ids = self._object_ids(conn, dataset.source, keys)
+        if not served_only:
+            missing = [k for k in keys if k not in object_ids]
+            if missing:
+                # Never-listed keys go in as a listed page would, so that a concurrent
+                # writer of the same key waits instead of failing on the unique constraint.
+                conn.execute(
+                    self._insert(objects).on_conflict_do_nothing(
+                        index_elements=["source_id", "key"]
+                    ),
+                    [{"source_id": dataset.source.id, "key": key} for key in missing],
+                )
+                object_ids.update(self._object_ids(conn, dataset.source, missing))
+            # Keys this dataset has no row for yet get one (pending), then are answered.
             conn.execute(
-                self._insert(items).on_conflict_do_nothing(index_elements=["source_id", "key"]),
-                [{"source_id": source.id, "key": key} for key in missing],
+                self._insert(items).on_conflict_do_nothing(
+                    index_elements=["dataset_id", "object_id"]
+                ),
+                [{"dataset_id": dataset.id, "object_id": object_ids[k]} for k in keys],
             )
-            existing.update(self._lock_answered(conn, source, missing))
-        plan = plan_answers(answers, existing)
+        existing = self._lock_answered(conn, dataset, object_ids)
+        if served_only:
+            existing = {k: row for k, row in existing.items() if row.serves > 0}
+            answers = [a for a in answers if a.key in existing]
+        plan = plan_answers(answers, {k: row.existing for k, row in existing.items()})
         if plan.first:
             conn.execute(
                 self._annotate,
@@ -484,6 +856,8 @@ class Store:
                         "item_id": i,
                         "new_answer": r.answer,
                         "new_session": r.session_id,
+                        "answered": r.answered_at or now,
+                        "imported": imported,
                         "now": now,
                     }
                     for i, r in plan.first.items()
@@ -494,55 +868,51 @@ class Store:
                 self._count_answer,
                 [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
             )
-        return annotated + len(plan.first)
+        return len(plan.first)
 
-    def _annotate_first_answers(
-        self, conn: Connection, source: SourceRef, answers: Sequence[AnswerRecord], now: datetime
-    ) -> tuple[int, Sequence[AnswerRecord]]:
-        """The common case in one statement per distinct answer: keys not yet annotated,
-        answered once in the batch. Returns how many it annotated and the answers left for
-        the general path (repeats, later answers, never-listed keys).
-
-        SQLite only: its writers are serialised, so no lock order is needed.
-        """
-        once = Counter(a.key for a in answers)
-        groups: dict[tuple[Answer, str | None], list[str]] = {}
-        for a in answers:
-            if once[a.key] == 1:
-                groups.setdefault((a.answer, a.session_id), []).append(a.key)
-        done: set[str] = set()
-        for (answer, session), keys in groups.items():
-            for chunk in batched(keys, _CHUNK):
-                params = {
-                    "in_source": source.id,
-                    "keys": chunk,
-                    "new_answer": answer,
-                    "new_session": session,
-                    "now": now,
-                }
-                done.update(conn.execute(self._annotate_unanswered, params).scalars())
-        return len(done), [a for a in answers if a.key not in done]
+    def _object_ids(
+        self, conn: Connection, source: SourceRef, keys: Sequence[str]
+    ) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in batched(keys, _CHUNK):
+            for r in conn.execute(
+                select(objects.c.id, objects.c.key).where(
+                    objects.c.source_id == source.id, objects.c.key.in_(chunk)
+                )
+            ):
+                found[r.key] = r.id
+        return found
 
     def _lock_answered(
-        self, conn: Connection, source: SourceRef, keys: Sequence[str]
-    ) -> dict[str, ExistingAnswer]:
-        """The rows for `keys`, locked on PostgreSQL until the transaction ends, so that two
-        writers answering one key at once are serialised: the first answer wins, the second
-        is counted (SQLite's BEGIN IMMEDIATE already serialises every writer)."""
-        existing: dict[str, ExistingAnswer] = {}
-        for chunk in batched(keys, _CHUNK):
-            rows = conn.execute(self._answered_rows, {"in_source": source.id, "keys": chunk})
+        self, conn: Connection, dataset: DatasetRef, object_ids: dict[str, int]
+    ) -> dict[str, _Answered]:
+        """The dataset's rows for these keys, locked on PostgreSQL until the transaction
+        ends, so that two writers answering one key at once are serialised: the first
+        answer wins, the second is counted (SQLite's BEGIN IMMEDIATE serialises writers)."""
+        key_of = {i: k for k, i in object_ids.items()}
+        found: dict[str, _Answered] = {}
+        for chunk in batched(sorted(key_of), _CHUNK):
+            rows = conn.execute(self._answered_rows, {"in_dataset": dataset.id, "ids": chunk})
             for r in rows:
-                existing[r.key] = ExistingAnswer(r.id, r.state, r.answer, r.session_id)
-        return existing
+                found[key_of[r.object_id]] = _Answered(
+                    ExistingAnswer(r.id, r.state, r.answer, r.session_id), r.serves
+                )
+        return found
 
     @cached_property
     def _answered_rows(self) -> Any:
         query = (
-            select(items.c.id, items.c.key, items.c.state, items.c.answer, items.c.session_id)
+            select(
+                items.c.id,
+                items.c.object_id,
+                items.c.state,
+                items.c.answer,
+                items.c.session_id,
+                items.c.serves,
+            )
             .where(
-                items.c.source_id == bindparam("in_source"),
-                items.c.key.in_(bindparam("keys", expanding=True)),
+                items.c.dataset_id == bindparam("in_dataset"),
+                items.c.object_id.in_(bindparam("ids", expanding=True)),
             )
             .order_by(items.c.id)
         )
@@ -553,80 +923,101 @@ class Store:
         return update(items).where(items.c.id == bindparam("item_id")).values(**_FIRST_ANSWER)
 
     @cached_property
-    def _annotate_unanswered(self) -> Any:
-        return (
-            update(items)
-            .where(
-                items.c.source_id == bindparam("in_source"),
-                items.c.key.in_(bindparam("keys", expanding=True)),
-                items.c.state != ItemState.ANNOTATED,
-            )
-            .values(**_FIRST_ANSWER)
-            .returning(items.c.key)
-        )
-
-    @cached_property
     def _count_answer(self) -> Any:
         return (
             update(items)
             .where(items.c.id == bindparam("item_id"))
             .values(
-                answer_count=items.c.answer_count + bindparam("more"), updated_at=bindparam("now")
+                answer_count=items.c.answer_count + bindparam("more"),
+                updated_at=bindparam("now", type_=UTCDateTime()),
             )
         )
 
-    def open_work(self, source: SourceRef, owner: str | None = None) -> OpenWork:
+    def open_work(self, dataset: DatasetRef, owner: str | None = None) -> OpenWork:
         """What is left to annotate: pending and served counts (and how many of the served
         keys `owner` holds), and the next lease expiry.
 
         The stream asks this when it has nothing to claim, to tell "wait for other owners'
-        leases" from "done". Two indexed queries, whatever the size of the source.
+        leases" from "done". Index range counts, whatever the size of the source.
         """
-        in_source = items.c.source_id == source.id
+        in_dataset = items.c.dataset_id == dataset.id
         with self._read() as conn:
-            by_state = dict(
-                conn.execute(
-                    select(items.c.state, func.count())
-                    .where(in_source, items.c.state.in_([ItemState.PENDING, ItemState.SERVED]))
-                    .group_by(items.c.state)
-                ).all()
-            )
-            next_expiry = conn.execute(
-                select(func.min(items.c.lease_expires_at)).where(
-                    in_source, items.c.state == ItemState.SERVED
-                )
+            pending = self._pending(conn, dataset)
+            served = conn.execute(
+                select(func.count()).where(in_dataset, items.c.state == ItemState.SERVED)
             ).scalar_one()
+            next_expiry, now = conn.execute(
+                select(
+                    select(func.min(items.c.lease_expires_at))
+                    .where(in_dataset, items.c.state == ItemState.SERVED)
+                    .scalar_subquery(),
+                    self._now,
+                ),
+                self._times(),
+            ).one()
             mine = 0
             if owner is not None:
                 mine = conn.execute(
                     select(func.count()).where(
-                        in_source, items.c.state == ItemState.SERVED, items.c.lease_owner == owner
+                        in_dataset, items.c.state == ItemState.SERVED, items.c.lease_owner == owner
                     )
                 ).scalar_one()
         if next_expiry is not None and next_expiry.tzinfo is None:
             next_expiry = next_expiry.replace(tzinfo=UTC)
         return OpenWork(
-            pending=by_state.get(ItemState.PENDING, 0),
-            served=by_state.get(ItemState.SERVED, 0),
+            pending=pending,
+            served=served,
             next_expiry=next_expiry,
             served_by_owner=mine,
+            next_expiry_in=None if next_expiry is None else (next_expiry - now).total_seconds(),
         )
 
-    def mark_failed(self, source: SourceRef, key: str, reason: str) -> bool:
+    def _pending(self, conn: Connection, dataset: DatasetRef) -> int:
+        """Keys pending for the dataset: its pending rows, plus the objects past its
+        frontier that have no row yet (rows past the frontier are counted by state)."""
+        frontier = conn.execute(
+            select(datasets.c.frontier).where(datasets.c.id == dataset.id)
+        ).scalar_one()
+        rows = conn.execute(
+            select(func.count()).where(
+                items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+            )
+        ).scalar_one()
+        beyond = conn.execute(
+            select(func.count()).where(
+                objects.c.source_id == dataset.source.id, objects.c.id > frontier
+            )
+        ).scalar_one()
+        rows_beyond = conn.execute(
+            select(func.count()).where(
+                items.c.dataset_id == dataset.id,
+                items.c.object_id > frontier,
+            )
+        ).scalar_one()
+        return int(rows + beyond - rows_beyond)
+
+    def mark_failed(self, dataset: DatasetRef, key: str, reason: str) -> bool:
         """Set aside a key that cannot be served; an annotated key keeps its answer."""
-        now = utcnow()
         with self._write() as conn:
+            object_id = self._object_ids(conn, dataset.source, [key]).get(key)
+            if object_id is None:
+                return False
+            conn.execute(
+                self._insert(items)
+                .values(dataset_id=dataset.id, object_id=object_id)
+                .on_conflict_do_nothing(index_elements=["dataset_id", "object_id"])
+            )
             result = conn.execute(
                 update(items)
                 .where(
-                    items.c.source_id == source.id,
-                    items.c.key == key,
+                    items.c.dataset_id == dataset.id,
+                    items.c.object_id == object_id,
                     items.c.state != ItemState.ANNOTATED,
                 )
                 .values(
                     state=ItemState.FAILED,
                     failure_reason=reason,
-                    updated_at=now,
+                    updated_at=utcnow(),
                     **_LEASE_CLEARED,
                 )
             )
@@ -634,96 +1025,120 @@ class Store:
 
     # -- operator tools -------------------------------------------------------------------
 
-    def iter_items(self, source: SourceRef, where: ItemFilter | None = None) -> Iterator[ItemRow]:
-        """Stream matching items in listing order, in constant memory.
+    def iter_items(self, dataset: DatasetRef, where: ItemFilter | None = None) -> Iterator[ItemRow]:
+        """Stream matching keys of the dataset in listing order, in constant memory.
 
-        Pages by id (keyset pagination) in short read transactions, so a slow consumer
-        never holds a snapshot or a lock open. A key list is looked up through the unique
-        index instead, a chunk at a time: memory then grows with the list, not the source.
+        Walks the source's objects by id (keyset pagination, short read transactions, so
+        a slow consumer never holds a snapshot or a lock open), each with the dataset's row
+        if it has one: a key without one is pending. A key list is looked up through the
+        unique index instead, a chunk at a time.
         """
         where = where or ItemFilter()
-        base = select(
-            items.c.id,
-            items.c.key,
-            items.c.state,
-            items.c.answer,
-            items.c.session_id,
-            items.c.lease_owner,
-            items.c.served_at,
-            items.c.failure_reason,
-        ).where(items.c.source_id == source.id, *_conditions(where))
+        state = func.coalesce(items.c.state, literal(ItemState.PENDING, items.c.state.type))
+        base = (
+            select(
+                objects.c.id,
+                objects.c.key,
+                state.label("state"),
+                items.c.answer,
+                items.c.session_id,
+                items.c.lease_owner,
+                items.c.served_at,
+                items.c.failure_reason,
+                items.c.attempts,
+            )
+            .select_from(objects)
+            .outerjoin(
+                items, and_(items.c.object_id == objects.c.id, items.c.dataset_id == dataset.id)
+            )
+            .where(objects.c.source_id == dataset.source.id, *_conditions(where, state))
+        )
+        rows: list[Any] = []
         if where.keys is not None:
-            rows = []
             for chunk in batched(sorted(where.keys), _CHUNK):
                 with self._read() as conn:
-                    rows += conn.execute(base.where(items.c.key.in_(chunk))).all()
+                    rows += conn.execute(base.where(objects.c.key.in_(chunk))).all()
             rows.sort(key=lambda r: r.id)
             yield from (_item_row(r) for r in rows if where.matches_key(r.key))
             return
         after = 0
         while True:
-            query = base.where(items.c.id > after).order_by(items.c.id).limit(1000)
+            query = base.where(objects.c.id > after).order_by(objects.c.id).limit(1000)
             with self._read() as conn:
-                rows = conn.execute(query).all()
+                rows = list(conn.execute(query).all())
             if not rows:
                 return
             yield from (_item_row(r) for r in rows if where.matches_key(r.key))
             after = rows[-1].id
 
-    def to_pending(self, source: SourceRef, where: ItemFilter) -> int:
-        """Put matching items back to `pending` (requeue, reset), in one transaction.
+    def to_pending(self, dataset: DatasetRef, where: ItemFilter) -> int:
+        """Put matching keys back to `pending` (requeue, reset), in one transaction.
 
-        Clears the lease, the recorded answer and any failure: the key will be served and
-        answered again. The answers themselves stay in the Prodigy dataset.
+        Clears the lease, the recorded answer, the attempts and any failure: the key will
+        be served and answered again. Every condition of `where` is part of the UPDATE, so
+        a key that changed since a dry run (re-claimed by someone else) is left alone. The
+        answers themselves stay in the Prodigy dataset.
         """
         values = _back_to_pending(utcnow())
-        base = [items.c.source_id == source.id, *_conditions(where)]
-        key_chunks: Iterable[tuple[str, ...] | None] = (
-            [None] if where.keys is None else batched(sorted(where.keys), _CHUNK)
-        )
+        base = [
+            items.c.dataset_id == dataset.id,
+            items.c.state != ItemState.PENDING,
+            *_conditions(where, items.c.state),
+        ]
         moved = 0
         with self._write() as conn:
+            if where.keys is None and where.match is None:
+                return conn.execute(update(items).where(*base).values(**values)).rowcount
+            candidates = select(items.c.id, objects.c.key).join(
+                objects, objects.c.id == items.c.object_id
+            )
+            key_chunks: Iterable[tuple[str, ...] | None] = (
+                [None] if where.keys is None else batched(sorted(where.keys), _CHUNK)
+            )
             for keys in key_chunks:
-                conditions = base if keys is None else [*base, items.c.key.in_(keys)]
-                if where.match is None:
-                    statement = update(items).where(*conditions).values(**values)
-                    moved += conn.execute(statement).rowcount
-                    continue
+                conditions = base if keys is None else [*base, objects.c.key.in_(keys)]
                 ids = [
                     r.id
-                    for r in conn.execute(select(items.c.id, items.c.key).where(*conditions))
+                    for r in conn.execute(candidates.where(*conditions))
                     if where.matches_key(r.key)
                 ]
                 for chunk in batched(ids, _CHUNK):
-                    conn.execute(update(items).where(items.c.id.in_(chunk)).values(**values))
-                moved += len(ids)
+                    # The filter's conditions again: the UPDATE itself decides.
+                    statement = update(items).where(*base, items.c.id.in_(chunk))
+                    moved += conn.execute(statement.values(**values)).rowcount
         return moved
 
-    def counts(self, source: SourceRef, *, now: datetime | None = None) -> Counts:
+    def counts(self, dataset: DatasetRef) -> Counts:
         """Counts by state and answer, expired leases and the last hour's annotations.
 
         Each is answered from an index (see `tracker.models.Item`), so this stays fast at
-        millions of keys.
+        millions of keys. Imported answers are not "annotated in the last hour".
         """
-        now = now or utcnow()
-        in_source = items.c.source_id == source.id
+        in_dataset = items.c.dataset_id == dataset.id
         # One index range count per state and per answer: on SQLite this is about twice as
         # fast as GROUP BY over the same covering index (no grouping of a million entries).
-        states, answers = list(ItemState), list(Answer)
+        states = [s for s in ItemState if s is not ItemState.PENDING]
+        answers = list(Answer)
+        params = self._times(hour=-timedelta(hours=1))
         with self._read() as conn:
             by_state = conn.execute(
                 select(
                     *(
-                        select(func.count()).where(in_source, items.c.state == s).scalar_subquery()
+                        select(func.count()).where(in_dataset, items.c.state == s).scalar_subquery()
                         for s in states
                     )
                 )
             ).one()
             counts = Counts(by_state={s: n for s, n in zip(states, by_state, strict=True) if n})
+            pending = self._pending(conn, dataset)
+            if pending:
+                counts.by_state[ItemState.PENDING] = pending
             by_answer = conn.execute(
                 select(
                     *(
-                        select(func.count()).where(in_source, items.c.answer == a).scalar_subquery()
+                        select(func.count())
+                        .where(in_dataset, items.c.answer == a)
+                        .scalar_subquery()
                         for a in answers
                     )
                 )
@@ -731,19 +1146,250 @@ class Store:
             counts.by_answer = {a: n for a, n in zip(answers, by_answer, strict=True) if n}
             counts.expired_leases = conn.execute(
                 select(func.count()).where(
-                    in_source,
+                    in_dataset,
                     items.c.state == ItemState.SERVED,
-                    items.c.lease_expires_at <= now,
-                )
+                    items.c.lease_expires_at <= self._now,
+                ),
+                params,
             ).scalar_one()
             counts.annotated_last_hour = conn.execute(
                 select(func.count()).where(
-                    in_source,
-                    items.c.answer.in_(list(Answer)),
-                    items.c.annotated_at >= now - timedelta(hours=1),
-                )
+                    in_dataset,
+                    items.c.answer.in_(answers),
+                    items.c.annotated_at >= self._in("hour"),
+                    items.c.imported.is_(False),
+                ),
+                params,
             ).scalar_one()
         return counts
+
+    # == parallel listing (`tracker sync --parallel N`): shard plans and their cursors =====
+    #
+    # A source listed by N chains has a plan of shards (`listing_shards`), each with its own
+    # cursor, moved in the same transaction as the shard's page of keys. The source's own
+    # cursor is left alone until every shard is exhausted (`finish_shards`).
+
+    def _insert_objects(
+        self, conn: Connection, source: SourceRef, page: Sequence[ListedObject]
+    ) -> int:
+        """Insert a page's keys (known keys untouched); returns how many were new."""
+        if not page:
+            return 0
+        # created_at comes from the column's SQL default.
+        rows = [
+            {
+                "source_id": source.id,
+                "key": o.key,
+                "size": o.size,
+                "etag": o.etag,
+                "last_modified": o.last_modified,
+            }
+            for o in page
+        ]
+        statement = self._insert(objects).on_conflict_do_nothing(
+            index_elements=["source_id", "key"]
+        )
+        if self._pg:  # psycopg's executemany reports no total row count
+            return len(conn.execute(statement.returning(objects.c.id), rows).all())
+        return int(conn.execute(statement, rows).rowcount)
+
+    def shards(self, source: SourceRef) -> list[ShardCursor]:
+        """The source's current shard plan (empty when it was never listed in parallel)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(listing_shards)
+                .where(listing_shards.c.source_id == source.id)
+                .order_by(listing_shards.c.shard)
+            ).all()
+        return [_shard(r) for r in rows]
+
+    def plan_shards(
+        self,
+        source: SourceRef,
+        bounds: Sequence[tuple[str | None, str | None]],
+        *,
+        generation: int,
+    ) -> list[ShardCursor]:
+        """Replace the source's shard plan with new shards `(start_after, end_key)`, none
+        listed yet; the plan number grows, so pages of an older plan move no cursor."""
+        now = utcnow()
+        with self._write() as conn:
+            previous = conn.execute(
+                select(func.max(listing_shards.c.plan)).where(
+                    listing_shards.c.source_id == source.id
+                )
+            ).scalar_one()
+            plan = int(previous or 0) + 1
+            conn.execute(delete(listing_shards).where(listing_shards.c.source_id == source.id))
+            conn.execute(
+                listing_shards.insert(),
+                [
+                    {
+                        "source_id": source.id,
+                        "shard": index,
+                        "plan": plan,
+                        "start_after": start_after,
+                        "end_key": end_key,
+                        "generation": generation,
+                        "updated_at": now,
+                    }
+                    for index, (start_after, end_key) in enumerate(bounds)
+                ],
+            )
+        return self.shards(source)
+
+    def record_shard_page(
+        self,
+        source: SourceRef,
+        shard: ShardCursor,
+        page: Sequence[ListedObject],
+        *,
+        next_token: str | None,
+        last_key: str | None,
+        exhausted: bool,
+        page_token: str | None = None,
+    ) -> int:
+        """`record_page` for one shard: the page's keys and the shard's cursor after them,
+        in one transaction. The cursor moves only forward (`_cursor_move`), and only while
+        the shard still belongs to `shard.plan` (a newer plan has replaced it otherwise:
+        the keys are still recorded). Returns the number of new keys."""
+        now = utcnow()
+        where = and_(
+            listing_shards.c.source_id == source.id,
+            listing_shards.c.shard == shard.shard,
+            listing_shards.c.plan == shard.plan,
+        )
+        with self._write() as conn:
+            inserted = self._insert_objects(conn, source, page)
+            query = select(listing_shards).where(where)
+            if self._pg:
+                query = query.with_for_update()
+            row = conn.execute(query).one_or_none()
+            if row is None:
+                return inserted
+            current = _shard(row)
+            as_cursor = Cursor(
+                continuation_token=current.continuation_token,
+                last_key=current.last_key,
+                pages_listed=current.pages_listed,
+                keys_listed=current.keys_listed,
+                exhausted_at=current.exhausted_at,
+                updated_at=None,
+                generation=current.generation,
+            )
+            values: dict[str, Any] = {
+                "pages_listed": listing_shards.c.pages_listed + 1,
+                "keys_listed": listing_shards.c.keys_listed + inserted,
+                "updated_at": now,
+                **_cursor_move(as_cursor, next_token, last_key, exhausted, now, page_token),
+            }
+            conn.execute(update(listing_shards).where(where).values(**values))
+            return inserted
+
+    def finish_shards(self, source: SourceRef, plan: int) -> bool:
+        """Once every shard of `plan` is exhausted, move the source's cursor to the end of
+        the listing (last key: the last key of all shards; no token; exhausted) and add the
+        shards' page and key counts to it, once. Returns whether the plan is closed.
+
+        The cursor only moves forward, and not at all when the listing was reset since
+        the plan was made (its generation)."""
+        now = utcnow()
+        with self._write() as conn:
+            current = self._cursor(conn, source, lock=True)
+            rows = [
+                _shard(r)
+                for r in conn.execute(
+                    select(listing_shards).where(
+                        listing_shards.c.source_id == source.id, listing_shards.c.plan == plan
+                    )
+                ).all()
+            ]
+            if not rows or not all(s.exhausted for s in rows):
+                return False
+            if rows[0].closed_at is not None:
+                return True
+            values: dict[str, Any] = {
+                "pages_listed": listing_cursors.c.pages_listed + sum(s.pages_listed for s in rows),
+                "keys_listed": listing_cursors.c.keys_listed + sum(s.keys_listed for s in rows),
+                "updated_at": now,
+            }
+            last: str | None = None
+            for s in rows:
+                if _utf8_after(s.last_key, last):
+                    last = s.last_key
+            if rows[0].generation == current.generation and not _utf8_after(current.last_key, last):
+                values.update(
+                    last_key=last if last is not None else current.last_key,
+                    continuation_token=None,
+                    exhausted_at=now,
+                )
+            conn.execute(
+                update(listing_cursors)
+                .where(listing_cursors.c.source_id == source.id)
+                .values(**values)
+            )
+            conn.execute(
+                update(listing_shards)
+                .where(listing_shards.c.source_id == source.id, listing_shards.c.plan == plan)
+                .values(closed_at=now)
+            )
+            return True
+
+
+@dataclass(frozen=True)
+class _Answered:
+    existing: ExistingAnswer
+    serves: int
+
+
+def _cursor_move(
+    current: Cursor,
+    next_token: str | None,
+    last_key: str | None,
+    exhausted: bool,
+    now: datetime,
+    page_token: str | None,
+) -> dict[str, Any]:
+    """How a recorded page moves the cursor: only forward in S3's order.
+
+    A page that ends after the cursor's last key moves it (token, last key, exhausted). An
+    empty page S3 says is truncated (a run of delete markers) moves only the token, and
+    only when the cursor still holds the token that page was asked with: an empty page
+    read without a new token would otherwise repeat forever. The final page of a pass
+    marks the listing exhausted.
+    """
+    if _utf8_after(last_key, current.last_key):
+        return {
+            "last_key": last_key,
+            "continuation_token": None if exhausted else next_token,
+            "exhausted_at": now if exhausted else None,
+        }
+    if last_key is None and exhausted:
+        return {"continuation_token": None, "exhausted_at": now}
+    if (
+        last_key is None
+        and next_token is not None
+        and current.exhausted_at is None
+        and current.continuation_token == page_token
+    ):
+        return {"continuation_token": next_token}
+    return {}
+
+
+def _shard(row: Any) -> ShardCursor:
+    return ShardCursor(
+        shard=row.shard,
+        plan=row.plan,
+        start_after=row.start_after,
+        end_key=row.end_key,
+        continuation_token=row.continuation_token,
+        last_key=row.last_key,
+        pages_listed=row.pages_listed,
+        keys_listed=row.keys_listed,
+        exhausted_at=row.exhausted_at,
+        closed_at=row.closed_at,
+        generation=row.generation,
+    )
 
 
 def _back_to_pending(now: datetime) -> dict[str, Any]:
@@ -754,6 +1400,9 @@ def _back_to_pending(now: datetime) -> dict[str, Any]:
         "session_id": None,
         "answer_count": 0,
         "annotated_at": None,
+        "imported": False,
+        "attempts": 0,
+        "served_at": None,
         "failure_reason": None,
         "updated_at": now,
         **_LEASE_CLEARED,
@@ -762,16 +1411,25 @@ def _back_to_pending(now: datetime) -> dict[str, Any]:
 
 def _item_row(r: Any) -> ItemRow:
     return ItemRow(
-        r.id, r.key, r.state, r.answer, r.session_id, r.lease_owner, r.served_at, r.failure_reason
+        r.id,
+        r.key,
+        r.state,
+        r.answer,
+        r.session_id,
+        r.lease_owner,
+        r.served_at,
+        r.failure_reason,
+        r.attempts or 0,
     )
 
 
-def _conditions(where: ItemFilter) -> list[Any]:
+def _conditions(where: ItemFilter, state: Any) -> list[Any]:
     """SQL conditions for the filter's fields, except `keys` and `match`: a key list may
-    exceed the backend's bound-parameter limit and a glob has no portable SQL form."""
+    exceed the backend's bound-parameter limit and a glob has no portable SQL form.
+    `state` is the state column, or the expression that reads a missing row as pending."""
     conditions: list[Any] = []
     if where.states is not None:
-        conditions.append(items.c.state.in_(sorted(where.states)))
+        conditions.append(state.in_(sorted(where.states)))
     if where.answers is not None:
         conditions.append(items.c.answer.in_(sorted(where.answers)))
     if where.owner is not None:

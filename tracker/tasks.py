@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from tracker.models import Answer
 from tracker.records import AnswerRecord
+from tracker.s3uri import key_problem
+from tracker.states import Answer
+
+#: The state DB's limit on a session id (the column is 255 characters).
+MAX_SESSION_ID = 255
 
 #: Interfaces the recipe supports.
 VIEW_IDS = ("image_manual", "classification", "image")
@@ -36,9 +41,17 @@ def input_hash(bucket: str, key: str) -> int:
     return stable_hash(s3_uri(bucket, key))
 
 
-def task_hash(bucket: str, key: str, view_id: str, label: str | None = None) -> int:
-    """The input hash's URI plus what makes the question different (interface, label)."""
-    return stable_hash(f"{s3_uri(bucket, key)}\n{view_id}\n{label or ''}")
+def task_hash(bucket: str, key: str, view_id: str, label: str | None = None, serve: int = 1) -> int:
+    """The input hash's URI plus what makes the question different (interface, label),
+    and the serve number from the second serve on.
+
+    Each serve of a key is a new task to Prodigy: a key re-sent after its lease expired is
+    not dropped by Prodigy's in-stream duplicate filter, and a key reset and annotated
+    again in the same dataset is not skipped as already answered (with `exclude_by: task`).
+    The first serve's hash is the one earlier versions gave every serve.
+    """
+    salt = f"\n{serve}" if serve > 1 else ""
+    return stable_hash(f"{s3_uri(bucket, key)}\n{view_id}\n{label or ''}{salt}")
 
 
 def build_task(
@@ -49,13 +62,14 @@ def build_task(
     size: int | None = None,
     view_id: str = "image_manual",
     label: str | None = None,
+    serve: int = 1,
 ) -> dict[str, Any]:
     """One task: `image` (data: URI or URL), `meta` {bucket, key, size}, and both hashes."""
     task: dict[str, Any] = {
         "image": image,
         "meta": {"bucket": bucket, "key": key, "size": size},
         "_input_hash": input_hash(bucket, key),
-        "_task_hash": task_hash(bucket, key, view_id, label),
+        "_task_hash": task_hash(bucket, key, view_id, label, serve),
     }
     if label is not None and view_id == "classification":
         task["label"] = label
@@ -113,17 +127,61 @@ def key_from_example(example: Mapping[str, Any], bucket: str) -> str:
     return image
 
 
+def session_id(value: object) -> str | None:
+    """Prodigy's `_session_id` as the state DB stores it: at most 255 characters, no NUL.
+
+    A longer id (a long dataset name plus a long `?session=`) would fail a whole batch of
+    answers on PostgreSQL and be stored as-is on SQLite; a NUL fails PostgreSQL only. Such
+    an id is kept recognisable and made to fit, the same way every time: its first
+    characters, `~`, and 16 hex digits of its BLAKE2b hash (so two long ids that share a
+    beginning stay apart).
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        value.encode("utf-8")
+        clean = "\x00" not in value
+    except UnicodeEncodeError:
+        clean = False
+    if clean and len(value) <= MAX_SESSION_ID:
+        return value
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    head = "".join(ch for ch in value if ch != "\x00" and not 0xD800 <= ord(ch) <= 0xDFFF)
+    return f"{head[: MAX_SESSION_ID - len(digest) - 1]}~{digest}"
+
+
 def answer_record(example: Mapping[str, Any], bucket: str) -> AnswerRecord:
-    """An `AnswerRecord` from one Prodigy answer; raises `AnswerError` when unusable."""
+    """An `AnswerRecord` from one Prodigy answer; raises `AnswerError` when unusable
+    (including a key S3 cannot hold: NUL, or over 1024 bytes)."""
     key = key_from_example(example, bucket)
+    problem = key_problem(key)
+    if problem is not None:
+        raise AnswerError(problem)
     raw = example.get("answer")
     try:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
         answer = Answer(raw)
     except ValueError:
         allowed = ", ".join(a.value for a in Answer)
         raise AnswerError(f"answer is {raw!r}, expected one of {allowed}") from None
-    session = example.get("_session_id")
-    return AnswerRecord(key, answer, session if isinstance(session, str) and session else None)
+    return AnswerRecord(
+        key,
+        answer,
+        session_id(example.get("_session_id")),
+        answered_at=_timestamp(example.get("_timestamp")),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """Prodigy's `_timestamp` (seconds since the epoch) as a UTC time; None if absent or
+    not a plausible time."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def parse_labels(label: str | Sequence[str] | None) -> list[str]:

@@ -1,14 +1,16 @@
 """The `tracker` command line: a thin click layer over the library.
 
-Every command module registers itself on `cli`; this module holds the global options, the
-shared context, and the one place where errors become a line on stderr and an exit code
-(`TrackerGroup.invoke`, so that click's test runner sees exactly what a shell sees).
+Every command module registers itself on `cli` (`@cli.command()`), and this module imports
+them all at its end, so importing `tracker.cli` gives the complete CLI. It holds the global
+options, the shared context, and the one place where errors become a line on stderr and an
+exit code (`TrackerGroup.invoke`, so that click's test runner sees exactly what a shell sees).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import NoReturn
 
 import click
 
@@ -34,8 +36,10 @@ class TrackerGroup(click.Group):
             raise click.exceptions.Exit(130) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except BrokenPipeError:  # `tracker keys | head`: `main` exits quietly
-            raise
+        except BrokenPipeError:
+            # `tracker keys | head`: the reader left. Handled here, not in `main`: click's
+            # own `main` turns an EPIPE that reaches it into exit 1.
+            _quiet_broken_pipe()
         except Exception as error:  # a bug or a failure we did not foresee: still one line
             logging.getLogger("tracker").debug("unexpected error", exc_info=True)
             print_error(
@@ -51,6 +55,9 @@ def _configure_logging(verbose: int) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactSecrets())  # botocore's DEBUG logs print the session token
+    from tracker.display import escape_key_logs
+
+    escape_key_logs()  # log lines about keys (sync's lister) reach this terminal too
     logging.basicConfig(
         handlers=[handler],
         level=logging.DEBUG if verbose > 1 else logging.INFO,
@@ -69,7 +76,7 @@ def _configure_logging(verbose: int) -> None:
     "db_url",
     envvar="TRACKER_DB_URL",
     metavar="URL",
-    help="State DB as a SQLAlchemy URL [env TRACKER_DB_URL; default: a SQLite file under "
+    help="State DB, a SQLite or PostgreSQL URL [env TRACKER_DB_URL; default: a SQLite file under "
     "~/.local/share/s3-annotation-tracker].",
 )
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: SQL too).")
@@ -93,13 +100,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-def _register_commands() -> None:
-    from tracker.cli import commands  # noqa: F401  (each module adds itself to `cli`)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known failures into one line and an exit code."""
-    _register_commands()
     try:
         # standalone_mode=False returns the code of a `click.exceptions.Exit` (our errors).
         code = cli.main(args=argv, prog_name="tracker", standalone_mode=False)
@@ -118,12 +120,19 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        try:
+            _quiet_broken_pipe()
+        except click.exceptions.Exit:
+            sys.exit(0)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _quiet_broken_pipe() -> None:
-    """`tracker keys | head`: the reader left; exit quietly like other Unix tools."""
+def _quiet_broken_pipe() -> NoReturn:
+    """`tracker keys | head`: the reader left; exit 0 quietly like other Unix tools.
+
+    stdout is pointed at /dev/null first, so that the flush at interpreter exit does not
+    fail on the closed pipe again (Python would print a warning and exit 120).
+    """
     import os
 
     try:
@@ -131,4 +140,9 @@ def _quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    sys.exit(0)
+    raise click.exceptions.Exit(0)
+
+
+# Last, once `cli` exists: each command module decorates its commands onto it, so that
+# `from tracker.cli import cli` is the whole CLI.
+from tracker.cli import commands  # noqa: E402, F401

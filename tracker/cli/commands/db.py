@@ -7,7 +7,15 @@ import click
 from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.output import stdout
-from tracker.db import create_db_engine, ensure_schema, head_revision, masked, translate_db_errors
+from tracker.db import (
+    create_db_engine,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    masked,
+    require_existing,
+    translate_db_errors,
+)
 
 
 @cli.group()
@@ -22,19 +30,29 @@ def db() -> None:
 
 
 @db.command()
+@click.option(
+    "--dataset",
+    metavar="NAME",
+    help="The Prodigy dataset that existing annotation state belongs to, when upgrading "
+    "a DB whose lease owners and sessions do not name exactly one.",
+)
 @click.pass_obj
-def upgrade(app: AppContext) -> None:
+def upgrade(app: AppContext, dataset: str | None) -> None:
     """Create the state DB, or upgrade it to this version's schema.
 
-    Every command does this on first use; run it explicitly before a team starts.
+    Every command does this on first use; run it explicitly before a team starts. A DB
+    from before datasets (schema 0001) keeps its state under the dataset its lease owners
+    and sessions name; when they name none or several, the upgrade stops, changes nothing
+    and asks for `--dataset NAME`, which then applies to every such source.
 
     \b
     Example:
       tracker db upgrade
+      tracker db upgrade --dataset cats_v1
     """
-    engine = create_db_engine(app.db_url)
+    engine = create_db_engine(app.db_url)  # creates a new SQLite file: that is its job
     try:
-        ensure_schema(engine)
+        ensure_schema(engine, dataset=dataset)
         stdout.print(f"{masked(engine.url)} is at schema revision {head_revision()}")
     finally:
         engine.dispose()
@@ -49,12 +67,11 @@ def current(app: AppContext) -> None:
     Example:
       tracker db current
     """
-    from alembic.runtime.migration import MigrationContext
-
+    require_existing(app.db_url)  # reading a revision must not create a DB
     engine = create_db_engine(app.db_url)
     try:
         with translate_db_errors(engine.url), engine.connect() as conn:
-            revision = MigrationContext.configure(conn).get_current_revision()
+            revision = current_revision(conn)
         stdout.print(f"database: {masked(engine.url)}")
         stdout.print(f"current:  {revision or '(empty: no schema yet)'}")
         stdout.print(f"head:     {head_revision()}")

@@ -8,21 +8,21 @@ import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.params import (
+from tracker.cli.options import (
     answers_option,
-    item_json,
+    dataset_option,
     match_option,
-    print_keys,
     source_argument,
     states_option,
-    write_lines,
 )
-from tracker.models import Answer, ItemState
+from tracker.cli.output import item_json, print_keys, write_lines
 from tracker.records import ItemFilter
+from tracker.states import Answer, ItemState
 
 
 @cli.command()
 @source_argument
+@dataset_option
 @states_option
 @answers_option
 @match_option
@@ -38,6 +38,7 @@ from tracker.records import ItemFilter
 def keys(
     app: AppContext,
     source: str | None,
+    dataset: str | None,
     states: tuple[str, ...],
     answers: tuple[str, ...],
     match: str | None,
@@ -54,7 +55,7 @@ def keys(
       tracker keys --state annotated --answer reject
       tracker keys s3://my-bucket/images/ --state failed --format jsonl > failed.jsonl
     """
-    ref = app.source(source)
+    ref = app.dataset(source, dataset)
     where = ItemFilter(
         states=frozenset(ItemState(s) for s in states) if states else None,
         answers=frozenset(Answer(a) for a in answers) if answers else None,
@@ -62,6 +63,6 @@ def keys(
     )
     rows = app.store.iter_items(ref, where)
     if fmt == "jsonl":
-        write_lines(json.dumps(item_json(r), ensure_ascii=False) + "\n" for r in rows)
+        write_lines(json.dumps(item_json(r), ensure_ascii=True) + "\n" for r in rows)
         return
     print_keys(row.key for row in rows)

@@ -6,29 +6,27 @@ import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.output import print_info, stdout
-from tracker.cli.params import (
+from tracker.cli.keyfiles import read_keys_file
+from tracker.cli.options import (
     answers_option,
-    confirm_or_refuse,
-    count_of,
+    check_keys,
+    dataset_option,
     dry_run_option,
-    ensure_can_ask,
-    escape_controls,
     key_option,
     match_option,
-    one_transaction,
-    print_keys,
-    read_keys_file,
     source_argument,
     states_option,
 )
+from tracker.cli.output import count_of, escape_controls, print_info, print_keys, stdout
+from tracker.cli.prompts import confirm_or_refuse, ensure_can_ask, one_transaction
 from tracker.errors import UsageError
-from tracker.models import Answer, ItemState
 from tracker.records import ItemFilter
+from tracker.states import Answer, ItemState
 
 
 @cli.command()
 @source_argument
+@dataset_option
 @states_option
 @answers_option
 @match_option
@@ -52,6 +50,7 @@ from tracker.records import ItemFilter
 def reset(
     app: AppContext,
     source: str | None,
+    dataset: str | None,
     states: tuple[str, ...],
     answers: tuple[str, ...],
     match: str | None,
@@ -86,12 +85,16 @@ def reset(
         raise UsageError(
             "name the keys to reset (--state, --answer, --match, --key, --keys-from) or pass --all"
         )
+    check_keys(keys, "--key")
     selected_keys = set(keys)
     if keys_from is not None:
         selected_keys |= read_keys_file(keys_from)
-    ref = app.source(source)
+    ref = app.dataset(source, dataset)
+    # Keys already pending have nothing to reset: the dry run, the prompt and the result
+    # count the same keys.
+    wanted = {ItemState(s) for s in states} if states else set(ItemState)
     where = ItemFilter(
-        states=frozenset(ItemState(s) for s in states) if states else None,
+        states=frozenset(wanted - {ItemState.PENDING}),
         answers=frozenset(Answer(a) for a in answers) if answers else None,
         keys=frozenset(selected_keys) if (keys or keys_from is not None) else None,
         match=match,
@@ -99,22 +102,34 @@ def reset(
     store = app.store
     if dry_run:
         count = print_keys(row.key for row in store.iter_items(ref, where))
-        print_info(f"would reset {count_of(count, 'key')} of {ref.uri} to pending (dry run)")
+        print_info(f"would reset {count_of(count, 'key')} of {ref.label} to pending (dry run)")
         return
     if not yes:
         ensure_can_ask()
         count = sum(1 for _ in store.iter_items(ref, where))
         if count == 0:
-            stdout.print(f"no key of {ref.uri} matches; nothing changed")
+            stdout.print(f"no key of {ref.label} matches; nothing changed")
             return
         confirm_or_refuse(
-            f"Reset {count_of(count, 'key')} of {ref.uri} to pending (their recorded answers are "
+            f"Reset {count_of(count, 'key')} of {ref.label} to pending (their recorded answers are "
             "cleared from the state DB)?",
             yes=yes,
         )
     with one_transaction():
         moved = store.to_pending(ref, where)
-    stdout.print(f"reset {count_of(moved, 'key')} of {ref.uri} to pending")
+    stdout.print(f"reset {count_of(moved, 'key')} of {ref.label} to pending")
+    if moved:
+        print_info(PRODIGY_SKIPS)
+
+
+#: Said after every reset: Prodigy, not the tracker, decides what reaches a browser.
+PRODIGY_SKIPS = (
+    "note: Prodigy skips a task whose hash is already in its dataset. Each serve of a key "
+    "gets its own _task_hash, so with Prodigy's default exclude_by 'task' these keys are "
+    "shown again; with exclude_by 'input', annotate them into a new dataset (or remove their "
+    "answers from this one) first. A key Prodigy keeps skipping ends as failed after "
+    "--max-attempts serves."
+)
 
 
 def _reset_listing(app: AppContext, source: str | None, *, yes: bool, dry_run: bool) -> None:

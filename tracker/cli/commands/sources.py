@@ -8,7 +8,8 @@ import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.params import write_lines
+from tracker.cli.output import write_lines
+from tracker.display import printable
 
 
 @cli.command()
@@ -25,9 +26,9 @@ def sources(app: AppContext, as_json: bool) -> None:
     known = app.store.sources()
     if as_json:
         write_lines(
-            json.dumps({"uri": s.uri, "bucket": s.bucket, "prefix": s.prefix}, ensure_ascii=False)
+            json.dumps({"uri": s.uri, "bucket": s.bucket, "prefix": s.prefix}, ensure_ascii=True)
             + "\n"
             for s in known
         )
     else:
-        write_lines(f"{s.uri}\n" for s in known)
+        write_lines(f"{printable(s.uri)}\n" for s in known)

@@ -19,11 +19,13 @@ from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.output import print_info, print_warning, stderr, stdout
 from tracker.db import masked
-from tracker.errors import Interrupted, UsageError
-from tracker.filters import KeyFilter
+from tracker.errors import Interrupted, SourceNotFound, UsageError
+from tracker.filters import KeyFilter, parse_extensions
 from tracker.lister import MAX_PAGE_SIZE, Lister, PageResult
+from tracker.parallel import CLIENT_POOL, ParallelLister, open_plan, shards_done
+from tracker.redact import url_secrets
 from tracker.s3 import make_client
-from tracker.s3uri import parse_s3_uri
+from tracker.s3uri import parse_source_uri
 
 #: Without a terminal, at most one progress line per this many seconds (plus the summary).
 PLAIN_PROGRESS_EVERY_S = 2.0
@@ -39,7 +41,7 @@ class Tally:
     new: int = 0
 
     def add(self, page: PageResult) -> None:
-        self.pages += 1
+        self.pages += page.pages
         self.keys += page.keys_seen
         self.new += page.new_keys
 
@@ -79,22 +81,25 @@ class StopRequest:
                 signal.signal(signum, handler)
 
 
-def parse_extensions(values: tuple[str, ...]) -> list[str] | None:
-    """`--ext jpg,png --ext .TIF` -> ["jpg", "png", ".TIF"]; None when not given."""
-    if not values:
-        return None
-    extensions = [part.strip() for value in values for part in value.split(",")]
-    if not all(e.strip(".") for e in extensions):
-        raise UsageError(f"empty extension in --ext {','.join(values)!r}")
-    return extensions
+#: Stands for `"$TRACKER_DB_URL"` (quoted for the shell, unexpanded) in a resume line.
+ENV_DB_PLACEHOLDER = "\0TRACKER_DB_URL\0"
 
 
 def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str:
     """The command line that continues this sync: same DB, endpoint and filters."""
     words = ["tracker"]
     parent = ctx.parent
+    env_db = False
     if parent is not None and parent.get_parameter_source("db_url") is ParameterSource.COMMANDLINE:
-        words += ["--db", masked(parent.params["db_url"])]
+        url = parent.params["db_url"]
+        if url_secrets(url) or masked(url) != url:
+            # A masked password cannot be pasted, and the clear one must not be printed:
+            # the line reads the URL from the environment instead.
+            words += ["--db", ENV_DB_PLACEHOLDER]
+            env_db = True
+        else:
+            words += ["--db", url]
+    # (A URL that came from $TRACKER_DB_URL is still there for the resumed command.)
     words += ["sync", uri]
     for name in ("endpoint_url", "profile", "region"):
         if options[name]:
@@ -107,7 +112,10 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
         words += ["--match", value]
     if options["all_objects"]:
         words.append("--all-objects")
-    return shlex.join(words)
+    line = shlex.join(words).replace(shlex.quote(ENV_DB_PLACEHOLDER), '"$TRACKER_DB_URL"')
+    if env_db:
+        line += "  (with TRACKER_DB_URL set to the state DB's URL)"
+    return line
 
 
 @cli.command()
@@ -143,7 +151,8 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     multiple=True,
     metavar="EXT[,EXT...]",
     help="Take objects with these extensions, any case (repeatable) "
-    "[default: jpg jpeg png gif webp bmp tif tiff].",
+    "[default: jpg jpeg png gif webp bmp tif tiff heic heif avif, and keys without an "
+    "extension, whose bytes decide when served].",
 )
 @click.option(
     "--match",
@@ -157,8 +166,18 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     is_flag=True,
     help="Take every object (still never `folder/` placeholders or zero-byte objects).",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="List with N concurrent LIST chains over disjoint key ranges found from the "
+    "bucket; each range's cursor is saved with its pages. A parallel listing under way is "
+    "resumed by any later sync.",
+)
 @click.pass_context
-def sync(ctx: click.Context, uri: str, **options: Any) -> None:
+def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     """List s3://BUCKET[/PREFIX] into the state DB, continuing where the last sync stopped.
 
     Each page of keys is committed together with the listing cursor, so an interrupted or
@@ -167,7 +186,10 @@ def sync(ctx: click.Context, uri: str, **options: Any) -> None:
     added since, that sort after it, cost one LIST call. Use --from-start to find objects
     added earlier in the listing order.
 
-    Ctrl-C stops after the current page is committed.
+    With --parallel N, the key range is split into shards listed side by side, each
+    resumable on its own; the source's cursor is exhausted once every shard is.
+
+    Ctrl-C stops after the current page is committed (every chain's page, in parallel).
 
     \b
     Example:
@@ -175,14 +197,19 @@ def sync(ctx: click.Context, uri: str, **options: Any) -> None:
       tracker sync s3://my-bucket --ext jpg,png --match 'raw/*.dng'
       tracker sync s3://my-bucket --endpoint-url http://127.0.0.1:8333 --max-pages 10
       tracker --db postgresql://annotate@db/tracker sync s3://my-bucket --from-start
+      tracker sync s3://my-bucket/images/ --parallel 8
     """
     app: AppContext = ctx.obj
-    bucket, prefix = parse_s3_uri(uri)
+    app.creates_db = True
+    bucket, prefix = parse_source_uri(uri)
     if options["all_objects"] and (options["ext"] or options["match"]):
         raise UsageError("--all-objects takes every object: drop --ext / --match, or it")
     key_filter = KeyFilter.build(
         parse_extensions(options["ext"]), options["match"], all_objects=options["all_objects"]
     )
+    if _parallel_wanted(app, bucket, prefix, options):
+        _sync_parallel(ctx, app, uri, bucket, prefix, key_filter, options)
+        return
     client = make_client(
         options["endpoint_url"], profile=options["profile"], region=options["region"]
     )
@@ -197,11 +224,14 @@ def sync(ctx: click.Context, uri: str, **options: Any) -> None:
         warn=print_warning,
     )
     tally = Tally()
-    with StopRequest().installed() as stop, _progress(lister.uri, tally) as on_page:
+    with StopRequest().installed() as stop, _progress(lister.uri, tally) as show:
+
+        def on_page(page: PageResult) -> None:
+            tally.add(page)
+            show()
+
         lister.run(
-            max_pages=options["max_pages"],
-            should_stop=lambda: stop.requested,
-            on_page=lambda page: (tally.add(page), on_page()),
+            max_pages=options["max_pages"], should_stop=lambda: stop.requested, on_page=on_page
         )
     if stop.requested and not lister.exhausted:
         again = resume_command(ctx, lister.uri, options)
@@ -213,6 +243,78 @@ def sync(ctx: click.Context, uri: str, **options: Any) -> None:
         )
     state = "listing complete" if lister.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {state}")
+
+
+def _parallel_wanted(app: AppContext, bucket: str, prefix: str, options: dict[str, Any]) -> bool:
+    """--parallel N > 1, or a parallel listing under way (resumed even by a plain sync);
+    but a finished listing continues after its last key with one chain (one LIST)."""
+    if open_plan(app.store, bucket, prefix) is not None and not options["from_start"]:
+        return True
+    if options["parallel"] <= 1:
+        return False
+    if options["from_start"]:
+        return True
+    try:
+        source = app.store.source(bucket, prefix)
+    except SourceNotFound:
+        return True
+    return not app.store.cursor(source).exhausted
+
+
+def _sync_parallel(
+    ctx: click.Context,
+    app: AppContext,
+    uri: str,
+    bucket: str,
+    prefix: str,
+    key_filter: KeyFilter,
+    options: dict[str, Any],
+) -> None:
+    chains = options["parallel"]
+    clients = [
+        make_client(options["endpoint_url"], profile=options["profile"], region=options["region"])
+        for _ in range(-(-chains // CLIENT_POOL))
+    ]
+    lister = ParallelLister(
+        app.store,
+        bucket,
+        prefix,
+        clients,
+        key_filter,
+        chains=chains,
+        page_size=options["page_size"],
+        from_start=options["from_start"],
+        warn=print_warning,
+    )
+    plan = lister.plan()
+    if lister.result.resumed:
+        print_info(f"{lister.uri}: resuming a parallel listing ({shards_done(plan)})")
+    tally = Tally()
+    max_pages = options["max_pages"]
+    with StopRequest().installed() as stop, _progress(lister.uri, tally) as on_page:
+
+        def counted(page: PageResult) -> None:
+            tally.add(page)
+            on_page()
+
+        result = lister.run(
+            plan=plan,
+            should_stop=lambda: (
+                stop.requested or (max_pages is not None and tally.pages >= max_pages)
+            ),
+            on_page=counted,
+        )
+    shards = f"{result.shards_done}/{result.shards} shards done"
+    if stop.requested and not result.exhausted:
+        again = resume_command(ctx, lister.uri, options)
+        if chains > 1:
+            again += f" --parallel {chains}"
+        raise Interrupted(
+            f"interrupted after {tally.pages:,} pages ({tally.new:,} new keys, {shards}), all "
+            f"committed; resume with: {again}"
+        )
+    state = "listing complete" if result.exhausted else "more to list: run again to continue"
+    stdout.print(f"{lister.uri}: {tally.line()}; {chains} chains, {shards}; {state}")
 
 
 @contextmanager

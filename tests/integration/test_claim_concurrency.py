@@ -1,0 +1,88 @@
+"""Real processes (multiprocessing 'spawn', no shared interpreter) claiming from one state
+DB at once: on SQLite (WAL, busy timeout, BEGIN IMMEDIATE) and on PostgreSQL (FOR UPDATE
+SKIP LOCKED), every key is served to exactly one process and no lock error reaches a caller.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from tests._workers import DATASET, answer_keys, claim_and_answer, run_processes
+from tracker.models import ItemState, items, objects
+from tracker.records import ListedObject
+from tracker.store import Store
+
+KEYS = [f"img/{i:05}.jpg" for i in range(2000)]
+#: Each items row with its key (items name the object by id).
+KEYED = items.join(objects, objects.c.id == items.c.object_id)
+PROCESSES = 4
+BATCH = 10
+
+
+def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):
+    with Store.open(db_url) as store:
+        source = store.source("bucket", create=True)
+        for start in range(0, len(KEYS), 1000):
+            page = KEYS[start : start + 1000]
+            store.record_page(
+                source,
+                [ListedObject(k) for k in page],
+                next_token=None,
+                last_key=page[-1],
+                exhausted=start + 1000 >= len(KEYS),
+            )
+
+    reports = run_processes(
+        claim_and_answer, [(db_url, "bucket", f"p{n}", BATCH) for n in range(PROCESSES)]
+    )
+
+    errors = [error for _, _, errs in reports for error in errs]
+    assert errors == [], "\n".join(errors)
+    claimed = {owner: keys for owner, keys, _ in reports}
+    all_claims = [key for keys in claimed.values() for key in keys]
+    assert len(all_claims) == len(set(all_claims)), "a key was served to two processes"
+    assert set(all_claims) == set(KEYS)
+    busy = [owner for owner, keys in claimed.items() if keys]
+    assert len(busy) > 1, f"only {busy} claimed anything: the test did not run concurrently"
+
+    with Store.open(db_url) as store:
+        dataset = store.dataset(source, DATASET)
+        assert store.counts(dataset).by_state == {ItemState.ANNOTATED: len(KEYS)}
+        with store.engine.connect() as conn:
+            # each key answered once, by the process it was served to
+            counts = conn.execute(select(func.max(items.c.answer_count))).scalar_one()
+            assert counts == 1
+            answered_by = dict(
+                conn.execute(select(objects.c.key, items.c.session_id).select_from(KEYED)).all()
+            )
+        assert all(answered_by[key] == owner for owner, keys in claimed.items() for key in keys)
+
+
+def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):
+    """Two sessions answer the same keys at the same moment, half of them never listed: the
+    first answer wins each key, the other is counted, and neither caller sees an error."""
+    listed, unlisted = KEYS[:200], [f"imported/{i:04}.jpg" for i in range(200)]
+    with Store.open(db_url) as store:
+        source = store.source("bucket", create=True)
+        store.record_page(
+            source,
+            [ListedObject(k) for k in listed],
+            next_token=None,
+            last_key=listed[-1],
+            exhausted=True,
+        )
+    keys = [k for pair in zip(listed, unlisted, strict=True) for k in pair]
+    reports = run_processes(answer_keys, [(db_url, "bucket", s, keys, BATCH) for s in ("s1", "s2")])
+
+    errors = [error for _, errs in reports for error in errs]
+    assert errors == [], "\n".join(errors)
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                objects.c.key, items.c.state, items.c.answer_count, items.c.session_id
+            ).select_from(KEYED)
+        ).all()
+    assert sorted(r.key for r in rows) == sorted(keys)
+    assert {r.state for r in rows} == {ItemState.ANNOTATED}
+    assert {r.answer_count for r in rows} == {2}, "an answer was lost"
+    assert {r.session_id for r in rows} <= {"s1", "s2"}
