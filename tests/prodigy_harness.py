@@ -31,6 +31,10 @@ server from public facts (../shared/PRODIGY.md). Every rule it plays, and where 
   -> PRODIGY.md "Components a recipe returns" (order [unverified]).
 - restart: a new `App` (new recipe call) on the same state DB and dataset list; `App.exit()`
   calls `on_exit(ctrl)` -> PRODIGY.md "Components a recipe returns", "The stream".
+- requests: a fill loop's pulls all run on the one thread that serves the request
+  (`RequestThread`), and a browser's next request reaches the server at least
+  `Feed.round_trip` seconds after its last response reached it (an HTTP round trip)
+  -> PRODIGY.md "Multiple annotators" (request threads).
 
 What a real server cannot do, the harness checks instead: a `next()` that blocks longer than
 `Feed.pull_timeout` seconds while the batch being filled already holds tasks fails the test
@@ -46,6 +50,7 @@ import copy
 import importlib.util
 import inspect
 import itertools
+import queue
 import sys
 import threading
 import time
@@ -146,6 +151,11 @@ class Feed:
     idle_timeout: float = 60.0
     #: Pulls from the generator before the test fails as "the stream never ends".
     max_pulls: int = 10_000
+    #: Seconds at least from a response reaching a browser to that browser's next request
+    #: reaching the server: an HTTP round trip (a few milliseconds even on loopback, and a
+    #: person answering in between). Without it, an answer and the next request would
+    #: come faster than any real browser sends them.
+    round_trip: float = 0.005
 
     @property
     def hash_field(self) -> str:
@@ -202,6 +212,8 @@ class Session:
     name: str
     #: Tasks sent to this session and not answered yet (what >= 1.12 keeps open).
     open: list[dict[str, Any]] = field(default_factory=list)
+    #: time.monotonic() when this browser's last response reached it.
+    responded_at: float = float("-inf")
 
     @property
     def session_id(self) -> str:
@@ -209,17 +221,49 @@ class Session:
 
     def next_batch(self) -> list[dict[str, Any]]:
         """The browser asks for questions; [] once the stream is exhausted."""
-        return self.app._get_questions(self)
+        return self._request(lambda: self.app._get_questions(self))
 
     def reload(self) -> list[dict[str, Any]]:
         """The browser reloads: its batch is lost; what it sees next depends on the version."""
-        return self.app._reload(self)
+        return self._request(lambda: self.app._reload(self))
 
     def answer(
         self, batch: list[dict[str, Any]], answer: str = "accept", *, order: str | None = None
     ) -> list[dict[str, Any]]:
         """Send answers back as the web app does; returns what was saved in the dataset."""
-        return self.app._give_answers(self, batch, answer, order)
+        return self._request(lambda: self.app._give_answers(self, batch, answer, order))
+
+    def _request(self, serve: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One HTTP request of this browser: it reaches the server a round trip after the
+        last response reached the browser."""
+        time.sleep(max(0.0, self.responded_at + self.app.feed.round_trip - time.monotonic()))
+        try:
+            return serve()
+        finally:
+            self.responded_at = time.monotonic()
+
+
+class RequestThread:
+    """The thread that serves one request: Prodigy fills a batch by calling `next()` from
+    the request thread that asked, so every pull of one fill loop runs on this one thread
+    (a daemon, so that a stream left blocked by a failed test does not hold up the exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True, name=name).start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def __enter__(self) -> RequestThread:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._jobs.put(None)
 
 
 class App:
@@ -308,9 +352,9 @@ class App:
 
     # -- the server's side ------------------------------------------------------------------
 
-    def _pull(self, holding: int = 0) -> dict[str, Any] | None:
-        """`next()` on the generator in a thread, bounded (tighter when the batch being
-        filled holds `holding` tasks already); None when it is exhausted."""
+    def _pull(self, request: RequestThread, holding: int = 0) -> dict[str, Any] | None:
+        """`next()` on the generator in the request's thread, bounded (tighter when the
+        batch being filled holds `holding` tasks already); None when it is exhausted."""
         if self._blocked:
             raise StreamBlocked(f"{self.name}: the stream is still blocked in an earlier next()")
         self.pulls += 1
@@ -330,7 +374,7 @@ class App:
                 box["error"] = error
             done.set()
 
-        threading.Thread(target=run, daemon=True, name=f"{self.name}-next").start()
+        request.submit(run)
         bound = self.feed.pull_timeout if holding else self.feed.idle_timeout
         if not done.wait(bound):
             self._blocked = True
@@ -364,10 +408,10 @@ class App:
         return False
 
     def _get_questions(self, session: Session) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, RequestThread(f"{self.name}-{session.name}") as request:
             batch: list[dict[str, Any]] = []
             while len(batch) < self.batch_size and not self.exhausted:
-                task = self._pull(len(batch))
+                task = self._pull(request, len(batch))
                 if task is None:
                     self.exhausted = True
                 elif not self._excluded(task):

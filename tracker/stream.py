@@ -24,11 +24,10 @@ below never rely on who asked or on counting what was yielded:
 4. Nothing claimable and the listing not exhausted: list ONE more page (from the cursor in
    the state DB, so no page is ever read twice), record it, and claim again.
 5. Nothing to claim but keys out under live leases: wait for one to expire. While
-   Prodigy may be assembling a batch that holds tasks already yielded (it resumed this
-   generator within `batch_gap` of the last task, with no answer in between), wait at
-   most `partial_wait` seconds
-   (and at most a quarter of the lease) and then end the stream, so that those tasks
-   reach the annotator while their leases hold.
+   Prodigy may be assembling a batch that holds tasks already yielded
+   (`tracker.batching.mid_batch`), wait at most `partial_wait` seconds (and at most a
+   quarter of the lease) and then end the stream, so that those tasks reach the
+   annotator while their leases hold.
 6. Every key annotated or failed: the stream ends.
 
 A live lease is never re-sent, not even to another session of this process: a key comes
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tracker.batching import mid_batch
 from tracker.durations import parse_duration
 from tracker.errors import OwnerInUse, S3Error, TrackerError, UsageError
 from tracker.filters import KeyFilter
@@ -69,10 +69,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_POLL_INTERVAL = 2.0
 #: Seconds to wait for work while Prodigy may hold part of a batch, before ending.
 DEFAULT_PARTIAL_WAIT = 2.0
-#: Prodigy pulls a batch in a tight loop: a resume this soon after a task is mid-batch.
+#: Prodigy pulls a batch in a tight loop: a resume this soon after a task may be mid-batch.
 DEFAULT_BATCH_GAP = 1.0
-#: Seconds under which a resume is Prodigy's fill loop even if an answer came in between.
-FILL_LOOP_GAP = 0.002
 #: How often a stream tells the state DB it is alive, and when silence means dead.
 DEFAULT_HEARTBEAT = timedelta(seconds=10)
 DEFAULT_STALE_AFTER = timedelta(seconds=60)
@@ -166,10 +164,10 @@ class S3Stream:
         #: key -> its lease, for the keys this process has out right now.
         self._held: dict[str, Lease] = {}
         self._stopped = threading.Event()
-        #: Prodigy may be holding tasks of ours for a batch it has not sent (see `_mid_batch`).
+        #: Prodigy may be holding tasks of ours for a batch it has not sent (`mid_batch`).
         self._mid_batch = False
-        #: time.monotonic() of the last answer `update` received.
-        self._answered_at = 0.0
+        #: time.monotonic() of the last answers `update` recorded (None: none yet).
+        self._answered_at: float | None = None
         self._registration = register(store, owner, stale_after)
         self._beating = threading.Event()
         self._heart = threading.Thread(
@@ -288,15 +286,7 @@ class S3Stream:
             )
             handed = time.monotonic()
             yield task
-            # Prodigy fills a batch by calling next() in a tight loop; a new request comes
-            # after the browser got the batch, usually with answers (`update`) in between.
-            # So a quick resume with no answer since means: probably mid-batch.
-            # A resume within a few milliseconds is the fill loop whatever else happened:
-            # no new request makes an HTTP round trip that fast.
-            resumed = time.monotonic()
-            self._mid_batch = resumed - handed < FILL_LOOP_GAP or (
-                resumed - handed < self.batch_gap and not handed <= self._answered_at <= resumed
-            )
+            self._mid_batch = mid_batch(handed, time.monotonic(), self._answered_at, self.batch_gap)
         return yielded
 
     def _wait(

@@ -223,3 +223,34 @@ def test_errors_raised_by_the_stream_reach_the_test() -> None:
     server, _ = app(broken(), batch_size=2)
     with pytest.raises(RuntimeError, match="boom"):
         server.next_batch()
+
+
+def test_every_pull_of_one_fill_loop_runs_on_one_request_thread() -> None:
+    threads: list[int] = []
+
+    def recording() -> Iterator[dict]:
+        for item in tasks(6):
+            threads.append(threading.get_ident())
+            yield item
+
+    server, _ = app(recording(), Feed(batch_size=3))
+    server.next_batch()
+    first = set(threads)
+    server.next_batch()
+    assert len(first) == 1 and len(set(threads[3:])) == 1
+
+
+def test_a_browsers_next_request_reaches_the_server_a_round_trip_after_its_last_response() -> None:
+    pulled_at: list[float] = []
+
+    def timed() -> Iterator[dict]:
+        for item in tasks(4):
+            pulled_at.append(time.monotonic())
+            yield item
+
+    server, _ = app(timed(), Feed(batch_size=2, round_trip=0.05))
+    alice = server.session("alice")
+    alice.answer(alice.next_batch())
+    alice.next_batch()
+    # Two requests (the answer, then the next batch) each a round trip after a response.
+    assert pulled_at[2] - pulled_at[1] >= 2 * 0.05

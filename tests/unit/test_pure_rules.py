@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tracker.batching import FILL_LOOP_GAP, mid_batch
 from tracker.display import printable
 from tracker.durations import parse_duration
 from tracker.errors import UsageError
@@ -110,3 +111,24 @@ def test_zero_is_a_duration_only_where_it_is_allowed():
     assert parse_duration("0s", allow_zero=True) == timedelta(0)
     with pytest.raises(UsageError, match="positive"):
         parse_duration("0s")
+
+
+# -- when Prodigy may be holding a partial batch (tracker.batching) ---------------------------
+
+
+def test_a_resume_within_the_fill_loop_gap_is_mid_batch_even_if_an_answer_came_between() -> None:
+    # Another session's answer landing while this batch is filled is no batch boundary.
+    assert mid_batch(10.0, 10.0 + FILL_LOOP_GAP / 2, answered=10.0001, batch_gap=1.0)
+
+
+def test_a_quick_resume_with_no_answer_since_is_mid_batch() -> None:
+    assert mid_batch(10.0, 10.5, answered=None, batch_gap=1.0)
+    assert mid_batch(10.0, 10.5, answered=9.0, batch_gap=1.0)  # answered before the hand-over
+
+
+def test_a_resume_after_an_answer_and_a_round_trip_is_a_new_request() -> None:
+    assert not mid_batch(10.0, 10.01, answered=10.005, batch_gap=1.0)
+
+
+def test_a_resume_after_the_batch_gap_is_a_new_request() -> None:
+    assert not mid_batch(10.0, 11.0, answered=None, batch_gap=1.0)
