@@ -1,7 +1,8 @@
 """Resume cost and memory at scale: what the design promises users about big buckets.
 
-- A restart with 5,000 keys annotated serves the next new key after ONE ListObjectsV2 call
-  (the seed's recipe re-lists from the first page: 6 calls here, ~100 at 100k keys).
+- A restart with 5,000 keys annotated serves the next new key after ONE ListObjectsV2 call,
+  on SQLite and PostgreSQL (the seed's recipe re-lists from the first page: 6 calls here,
+  ~100 at 100k keys).
 - The streaming process's memory does not grow with the number of keys already annotated.
 """
 
@@ -25,11 +26,11 @@ DATASET = "ds"
 
 @pytest.mark.slow
 def test_restart_with_5000_annotated_serves_the_next_new_key_after_one_list_call(
-    seaweedfs, bucket, sqlite_url, capsys
+    seaweedfs, bucket, db_url, capsys
 ) -> None:
     s3 = seaweedfs.client()
     keys = put_images(s3, bucket, [f"img/{i:05d}.png" for i in range(5010)], threads=32)
-    with Store.open(sqlite_url) as store:
+    with Store.open(db_url) as store:
         source = store.source(bucket, create=True)
         lister = Lister(store, source, s3)
         for _ in range(5):
@@ -41,7 +42,7 @@ def test_restart_with_5000_annotated_serves_the_next_new_key_after_one_list_call
     client = seaweedfs.client()
     calls = count_list_calls(client)
     with open_stream(
-        bucket, dataset=DATASET, state_db=sqlite_url, owner="restarted", client=client
+        bucket, dataset=DATASET, state_db=db_url, owner="restarted", client=client
     ) as stream:
         first = next(iter(stream))
     assert first["meta"]["key"] == "img/05000.png"

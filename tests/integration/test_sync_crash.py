@@ -165,12 +165,13 @@ class Runs:
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_nothing_and_rereads_at_most_a_page_per_kill(
-    big_bucket, tmp_path
+    big_bucket, tmp_path, db_url
 ):
     """20 SIGKILLs at seeded random points (during start-up, mid-LIST, mid-commit, between
-    pages) of a sync of 4,010 keys in pages of 50, restarted until it finishes."""
+    pages) of a sync of 4,010 keys in pages of 50, restarted until it finishes; on SQLite
+    and PostgreSQL."""
     rng = random.Random(20240611)
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+    url = db_url
     pages = reference_pages(big_bucket, "a/", 50)
     with FaultProxy(big_bucket.endpoint_url) as proxy:
         runs = Runs(proxy, ["--db", url, "sync", f"s3://{big_bucket.name}/a/",
