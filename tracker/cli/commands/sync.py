@@ -17,10 +17,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
+from tracker.cli.options import filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stderr, stdout
 from tracker.db import masked
-from tracker.errors import Interrupted, SourceNotFound, UsageError
-from tracker.filters import KeyFilter, parse_extensions
+from tracker.errors import Interrupted, SourceNotFound
+from tracker.filters import KeyFilter
 from tracker.lister import MAX_PAGE_SIZE, Lister, PageResult
 from tracker.parallel import CLIENT_POOL, ParallelLister, open_plan, shards_done
 from tracker.redact import url_secrets
@@ -146,26 +147,7 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     help="List again from the first page, to find objects added before the cursor. "
     "Known keys keep their state.",
 )
-@click.option(
-    "--ext",
-    multiple=True,
-    metavar="EXT[,EXT...]",
-    help="Take objects with these extensions, any case (repeatable) "
-    "[default: jpg jpeg png gif webp bmp tif tiff heic heif avif, and keys without an "
-    "extension, whose bytes decide when served].",
-)
-@click.option(
-    "--match",
-    multiple=True,
-    metavar="GLOB",
-    help="Take objects whose whole key matches GLOB (`*` also matches `/`; repeatable). "
-    "Without --ext, only the globs decide.",
-)
-@click.option(
-    "--all-objects",
-    is_flag=True,
-    help="Take every object (still never `folder/` placeholders or zero-byte objects).",
-)
+@filter_options
 @click.option(
     "--parallel",
     type=click.IntRange(1, 64),
@@ -202,11 +184,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     app: AppContext = ctx.obj
     app.creates_db = True
     bucket, prefix = parse_source_uri(uri)
-    if options["all_objects"] and (options["ext"] or options["match"]):
-        raise UsageError("--all-objects takes every object: drop --ext / --match, or it")
-    key_filter = KeyFilter.build(
-        parse_extensions(options["ext"]), options["match"], all_objects=options["all_objects"]
-    )
+    key_filter = key_filter_from(options)
     if _parallel_wanted(app, bucket, prefix, options):
         _sync_parallel(ctx, app, uri, bucket, prefix, key_filter, options)
         return
@@ -243,6 +221,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         )
     state = "listing complete" if lister.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {state}")
+    report_deleted(lister.uri, lister.deleted)
 
 
 def _parallel_wanted(app: AppContext, bucket: str, prefix: str, options: dict[str, Any]) -> bool:
@@ -287,6 +266,8 @@ def _sync_parallel(
         warn=print_warning,
     )
     plan = lister.plan()
+    assert lister.source is not None
+    deleted_before = app.store.deleted_count(lister.source)
     if lister.result.resumed:
         print_info(f"{lister.uri}: resuming a parallel listing ({shards_done(plan)})")
     tally = Tally()
@@ -315,6 +296,16 @@ def _sync_parallel(
         )
     state = "listing complete" if result.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {chains} chains, {shards}; {state}")
+    report_deleted(lister.uri, app.store.deleted_count(lister.source) - deleted_before)
+
+
+def report_deleted(uri: str, count: int) -> None:
+    """What a complete pass found gone from the bucket."""
+    if count > 0:
+        stdout.print(
+            f"{uri}: {count:,} keys no longer in the bucket, marked deleted (never served "
+            "again; answers are kept: `tracker keys --deleted`)"
+        )
 
 
 @contextmanager
