@@ -110,19 +110,19 @@ def is_newer(
     """Whether `event` comes after the last event applied to its key.
 
     Sequencers decide when both have one. Otherwise the event times: a later one applies;
-    at the same instant, a removal applies and a creation does not undo one (the safer of
-    the two: a deleted key is never served, and the next listing that sees it revives it).
-    The same event delivered again applies again, to the same effect.
+    at the same instant, a removal of a live key applies and a creation does not undo one
+    (the safer of the two: a deleted key is never served, and the next listing that sees
+    it revives it). The event last applied, delivered again, is not newer: a no-op.
     """
     if stored_sequencer is None and stored_at is None:
         return True
     if event.sequencer is not None and stored_sequencer is not None:
-        return event.sequencer >= stored_sequencer
+        return event.sequencer > stored_sequencer
     if stored_at is None or event.time > stored_at:
         return True
     if event.time < stored_at:
         return False
-    return event.change is Change.REMOVED or not stored_deleted
+    return event.change is Change.REMOVED and not stored_deleted
 
 
 def in_order(events: Iterable[ObjectEvent]) -> list[ObjectEvent]:

@@ -82,8 +82,12 @@ def make_sqs_client(
     """An SQS client from boto3's chain, with the S3 client's retries and timeouts."""
     try:
         core = botocore.session.Session(profile=profile)
+        retries: dict[str, Any] = dict(RETRIES)
+        configured_attempts = core.get_config_variable("max_attempts")
+        if configured_attempts:  # AWS_MAX_ATTEMPTS or the profile's max_attempts
+            retries["total_max_attempts"] = int(configured_attempts)
         config = Config(
-            retries=RETRIES,  # type: ignore[arg-type]  # a plain dict, as botocore takes it
+            retries=retries,  # type: ignore[arg-type]  # a plain dict, as botocore takes it
             connect_timeout=10,
             read_timeout=WAIT_S + 10,  # longer than a long poll
         )
@@ -126,7 +130,7 @@ class Watcher:
         key_filter: KeyFilter | None = None,
         *,
         warn: Callable[[str], None] = log.warning,
-        backoff_s: float = RECEIVE_BACKOFF_S,
+        backoff_s: float | None = None,
     ) -> None:
         self.store = store
         self.source = source
@@ -134,7 +138,7 @@ class Watcher:
         self.queue_url = queue_url
         self.key_filter = key_filter or KeyFilter()
         self.warn = warn
-        self.backoff_s = backoff_s
+        self.backoff_s = RECEIVE_BACKOFF_S if backoff_s is None else backoff_s
         self.tally = WatchTally()
 
     def run(self, *, once: bool = False, should_stop: Callable[[], bool] = lambda: False) -> None:

@@ -136,9 +136,10 @@ def test_an_older_sequencer_is_not_applied_whatever_its_time():
     assert is_newer(event(Change.CREATED, T0, "0056"), stored, T0, stored_deleted=True)
 
 
-def test_the_same_event_again_applies_again_to_the_same_effect():
+def test_the_event_last_applied_delivered_again_is_not_newer():
     stored = normalize_sequencer("0055")
-    assert is_newer(event(Change.REMOVED, T0, "0055"), stored, T0, stored_deleted=True)
+    assert not is_newer(event(Change.REMOVED, T0, "0055"), stored, T0, stored_deleted=True)
+    assert not is_newer(event(Change.CREATED, T0), None, T0, stored_deleted=False)
 
 
 def test_without_sequencers_time_decides_and_a_tie_favours_the_removal():
