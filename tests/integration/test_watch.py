@@ -107,9 +107,8 @@ def notified(moto, monkeypatch) -> Notified:
 
 
 def watch(capsys: Any, db_url: str, n: Notified, uri: str | None = None, *extra: str) -> Any:
-    result = run_cli(capsys, "--db", db_url, "watch", uri or f"s3://{n.bucket}",
-                     "--queue-url", n.queue, "--endpoint-url", n.endpoint, "--once", *extra)  # fmt: skip
-    return result
+    where = ["--queue-url", n.queue, "--endpoint-url", n.endpoint, "--once"]
+    return run_cli(capsys, "--db", db_url, "watch", uri or f"s3://{n.bucket}", *where, *extra)
 
 
 def key_states(db_url: str, bucket: str, prefix: str = "") -> dict[str, Any]:
