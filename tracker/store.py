@@ -1244,10 +1244,11 @@ class Store:
             statement = self._insert(objects).on_conflict_do_nothing(
                 index_elements=["source_id", "key"]
             )
-            if self._pg:  # psycopg's executemany reports no total row count
-                inserted = len(conn.execute(statement.returning(objects.c.id), rows).all())
-            else:
-                inserted = int(conn.execute(statement, rows).rowcount)
+            # The keys inserted, so that only the others are refreshed below (RETURNING:
+            # psycopg's executemany reports no total row count anyway).
+            new_keys = set(conn.execute(statement.returning(objects.c.key), rows).scalars())
+            inserted = len(new_keys)
+            seen = [o for o in seen if o.key not in new_keys]
         if seen:
             conn.execute(
                 self._refresh_seen,
