@@ -126,6 +126,16 @@ def changed_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+def aws_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`--profile`, `--region`: which of boto3's configurations (sync, watch)."""
+    function = click.option(
+        "--region", metavar="NAME", help="AWS region [default: boto3's chain]."
+    )(function)
+    return click.option("--profile", metavar="NAME", help="AWS profile [default: boto3's chain].")(
+        function
+    )
+
+
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """`--ext`, `--match`, `--all-objects`: which objects become keys (sync, watch)."""
     options = [

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import click
@@ -17,8 +15,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.options import filter_options, key_filter_from
+from tracker.cli.options import aws_options, filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stderr, stdout
+from tracker.cli.stopping import StopRequest
 from tracker.db import masked
 from tracker.errors import Interrupted, SourceNotFound
 from tracker.filters import KeyFilter
@@ -59,28 +58,7 @@ class Tally:
         )
 
 
-class StopRequest:
-    """SIGINT/SIGTERM: the first asks to stop after the page being committed; the second
-    stops at once (a page's transaction is atomic, so that loses nothing either)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, _frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print_info("stopping after the current page is committed (press Ctrl-C again to stop now)")
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
+PAGE_STOP = "stopping after the current page is committed (press Ctrl-C again to stop now)"
 
 #: Stands for `"$TRACKER_DB_URL"` (quoted for the shell, unexpanded) in a resume line.
 ENV_DB_PLACEHOLDER = "\0TRACKER_DB_URL\0"
@@ -126,8 +104,7 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     metavar="URL",
     help="S3-compatible server (MinIO, SeaweedFS, ...) [boto3 also reads AWS_ENDPOINT_URL_S3].",
 )
-@click.option("--profile", metavar="NAME", help="AWS profile [default: boto3's chain].")
-@click.option("--region", metavar="NAME", help="AWS region [default: boto3's chain].")
+@aws_options
 @click.option(
     "--page-size",
     type=click.IntRange(1, MAX_PAGE_SIZE),
@@ -202,7 +179,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         warn=print_warning,
     )
     tally = Tally()
-    with StopRequest().installed() as stop, _progress(lister.uri, tally) as show:
+    with StopRequest(PAGE_STOP).installed() as stop, _progress(lister.uri, tally) as show:
 
         def on_page(page: PageResult) -> None:
             tally.add(page)
@@ -272,7 +249,7 @@ def _sync_parallel(
         print_info(f"{lister.uri}: resuming a parallel listing ({shards_done(plan)})")
     tally = Tally()
     max_pages = options["max_pages"]
-    with StopRequest().installed() as stop, _progress(lister.uri, tally) as on_page:
+    with StopRequest(PAGE_STOP).installed() as stop, _progress(lister.uri, tally) as on_page:
 
         def counted(page: PageResult) -> None:
             tally.add(page)

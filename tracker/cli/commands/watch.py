@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import inspect
-import signal
-from types import FrameType
 from typing import Any
 
 import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.options import filter_options, key_filter_from
+from tracker.cli.options import aws_options, filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stdout
+from tracker.cli.stopping import StopRequest
 from tracker.s3uri import parse_source_uri
 from tracker.watcher import Watcher, make_sqs_client, setup_commands
+
+MESSAGE_STOP = "stopping after the messages in hand (press Ctrl-C again to stop now)"
 
 
 @cli.command()
@@ -30,8 +31,7 @@ from tracker.watcher import Watcher, make_sqs_client, setup_commands
     metavar="URL",
     help="SQS-compatible server [boto3 also reads AWS_ENDPOINT_URL_SQS].",
 )
-@click.option("--profile", metavar="NAME", help="AWS profile [default: boto3's chain].")
-@click.option("--region", metavar="NAME", help="AWS region [default: boto3's chain].")
+@aws_options
 @filter_options
 @click.pass_context
 def watch(ctx: click.Context, /, uri: str, **options: Any) -> None:
@@ -64,15 +64,11 @@ def watch(ctx: click.Context, /, uri: str, **options: Any) -> None:
     )
     source = app.store.source(bucket, prefix, create=True)
     watcher = Watcher(app.store, source, sqs, options["queue_url"], key_filter, warn=print_warning)
-    stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # Each message is committed on its own: a second Ctrl-C, stopping at once, loses nothing.
+    with StopRequest(MESSAGE_STOP).installed() as stop:
         if not options["once"]:
             print_info(f"{source.uri}: watching {options['queue_url']} (Ctrl-C to stop)")
         watcher.run(once=options["once"], should_stop=lambda: stop.requested)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     stdout.print(f"{source.uri}: {watcher.tally.line()}")
 
 
@@ -82,17 +78,3 @@ watch.help = (
     + "\n\n\b\nSet up (once; BUCKET, REGION and ACCOUNT are yours):\n"
     + ("\n".join(f"  {line}" for line in setup_commands().splitlines()))
 )
-
-
-class _Stop:
-    """Ctrl-C / SIGTERM: stop after the messages received are applied and deleted (each
-    is committed on its own, so a second Ctrl-C, which stops at once, loses nothing)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, _frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print_info("stopping after the messages in hand (press Ctrl-C again to stop now)")
