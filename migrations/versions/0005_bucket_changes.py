@@ -6,8 +6,8 @@ Create Date: 2026-11-24
 
 Columns only (all nullable or with a server default), plus one partial index: nothing is
 rewritten. Answers recorded before this revision get the ETag their object has now, so that
-an overwrite from here on is detected. The downgrade drops the columns: what is deleted or
-changed is forgotten (deleted keys become servable again), nothing else.
+an overwrite from here on is detected. The downgrade drops the columns (every row kept):
+what is deleted or changed is forgotten (deleted keys become servable again).
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("listing_shards") as batch_op:
-        batch_op.drop_column("pass_id")
-    with op.batch_alter_table("items") as batch_op:
-        batch_op.drop_column("answer_version_id")
-        batch_op.drop_column("answer_etag")
+    # ALTER TABLE ... DROP COLUMN on both backends (SQLite >= 3.35, which the tracker needs):
+    # a batch "move and copy" of `objects` on SQLite would drop the table its items rows
+    # cascade from, deleting every answer.
     op.drop_index("ix_objects_deleted", table_name="objects")
-    with op.batch_alter_table("objects") as batch_op:
-        for column in ("event_at", "event_sequencer", "version_id", "seen_pass", "deleted_at"):
-            batch_op.drop_column(column)
-    with op.batch_alter_table("listing_cursors") as batch_op:
-        batch_op.drop_column("last_event_at")
-        batch_op.drop_column("pass_seq")
+    for table, columns in (
+        ("listing_shards", ("pass_id",)),
+        ("items", ("answer_version_id", "answer_etag")),
+        ("objects", ("event_at", "event_sequencer", "version_id", "seen_pass", "deleted_at")),
+        ("listing_cursors", ("last_event_at", "pass_seq")),
+    ):
+        for column in columns:
+            op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")

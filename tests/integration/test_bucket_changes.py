@@ -226,3 +226,27 @@ def test_keys_filters_on_a_source_with_no_change_print_nothing(sqlite_url, flag)
                           exhausted=True)  # fmt: skip
         store.dataset(source, "ds", create=True)
     assert keys_of(sqlite_url, flag) == []
+
+
+def test_an_answer_keeps_the_etag_and_version_it_was_given_for(store):
+    """Versioned buckets: an event names the version; the answer records it with the ETag,
+    and a later overwrite (a new version) makes the answer "changed"."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from tracker.events import Change, ObjectEvent
+    from tracker.models import items
+
+    source = store.source("bkt", create=True)
+    at = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    first = ObjectEvent("bkt", "a.jpg", Change.CREATED, at, 5, "e1", "v1")
+    assert store.apply_events(source, [first], lambda key, size: True) == 1
+    ref = store.dataset(source, "ds", create=True)
+    store.record_answers(ref, [AnswerRecord("a.jpg", Answer.ACCEPT, "s")])
+    with store.engine.connect() as conn:
+        row = conn.execute(select(items.c.answer_etag, items.c.answer_version_id)).one()
+    assert tuple(row) == ("e1", "v1")
+    second = ObjectEvent("bkt", "a.jpg", Change.CREATED, at + timedelta(seconds=1), 6, "e2", "v2")
+    store.apply_events(source, [second], lambda key, size: True)
+    assert [r.key for r in store.iter_items(ref, ItemFilter(changed=True))] == ["a.jpg"]
