@@ -53,6 +53,10 @@ class ObjectEvent:
     version_id: str | None = None
     #: Left-padded (`SEQUENCER_WIDTH`), upper-case hex; None when S3 sent none.
     sequencer: str | None = None
+    #: A removal of one version (versioned buckets: `ObjectRemoved:Delete` naming a
+    #: version, EventBridge's "Permanently Deleted"), not a delete marker: when it is not
+    #: the version recorded as current, the object itself is still there.
+    one_version: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,13 @@ def _size(raw: Any) -> int | None:
 
 
 def _event(
-    bucket: Any, obj: Any, change: Change, time: datetime, *, etag_field: str
+    bucket: Any,
+    obj: Any,
+    change: Change,
+    time: datetime,
+    *,
+    etag_field: str,
+    permanent: bool,
 ) -> ObjectEvent:
     if not isinstance(bucket, str) or not bucket:
         raise MalformedMessage("bucket name missing")
@@ -193,6 +203,7 @@ def _event(
         etag=str(etag).strip('"') or None if etag else None,
         version_id=str(version) if version else None,
         sequencer=normalize_sequencer(obj.get("sequencer")),
+        one_version=change is Change.REMOVED and permanent and bool(version),
     )
 
 
@@ -212,6 +223,7 @@ def _record(record: Any) -> ObjectEvent | None:
         change,
         _time(record.get("eventTime")),
         etag_field="eTag",
+        permanent=record["eventName"] == "ObjectRemoved:Delete",
     )
 
 
@@ -227,4 +239,5 @@ def _eventbridge(document: dict[str, Any]) -> ObjectEvent:
         change,
         _time(document.get("time")),
         etag_field="etag",
+        permanent=detail.get("deletion-type") == "Permanently Deleted",
     )

@@ -1350,10 +1350,18 @@ class Store:
                     objects.c.event_sequencer,
                     objects.c.event_at,
                     objects.c.deleted_at,
+                    objects.c.version_id,
                 ).where(objects.c.source_id == source.id, objects.c.key == event.key)
                 row = conn.execute(query.with_for_update() if self._pg else query).first()
                 if row is None and not accepts(event.key, event.size):
                     continue
+                if (
+                    event.one_version
+                    and row is not None
+                    and row.version_id is not None
+                    and row.version_id != event.version_id
+                ):
+                    continue  # an older version went; the current one is still there
                 if row is not None and not is_newer(
                     event, row.event_sequencer, row.event_at, row.deleted_at is not None
                 ):
@@ -1373,12 +1381,19 @@ class Store:
                     )
                 elif row is None or row.deleted_at is None:
                     facts["deleted_at"] = now
-                if row is None:
+                inserted = 0
+                if row is None:  # a listing may insert it meanwhile: then it is updated
+                    inserted = conn.execute(
+                        self._insert(objects)
+                        .values(source_id=source.id, key=event.key, **facts)
+                        .on_conflict_do_nothing(index_elements=["source_id", "key"])
+                    ).rowcount
+                if not inserted:
                     conn.execute(
-                        objects.insert().values(source_id=source.id, key=event.key, **facts)
+                        update(objects)
+                        .where(objects.c.source_id == source.id, objects.c.key == event.key)
+                        .values(**facts)
                     )
-                else:
-                    conn.execute(update(objects).where(objects.c.id == row.id).values(**facts))
                 applied += 1
             conn.execute(
                 update(listing_cursors)

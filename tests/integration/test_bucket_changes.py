@@ -250,3 +250,23 @@ def test_an_answer_keeps_the_etag_and_version_it_was_given_for(store):
     second = ObjectEvent("bkt", "a.jpg", Change.CREATED, at + timedelta(seconds=1), 6, "e2", "v2")
     store.apply_events(source, [second], lambda key, size: True)
     assert [r.key for r in store.iter_items(ref, ItemFilter(changed=True))] == ["a.jpg"]
+
+
+def test_removing_an_old_version_leaves_the_key_live_a_delete_marker_does_not(store):
+    from datetime import UTC, datetime
+
+    from tracker.events import Change, ObjectEvent
+
+    source = store.source("bkt", create=True)
+    at = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    every = lambda key, size: True  # noqa: E731
+    store.apply_events(source, [ObjectEvent("bkt", "a.jpg", Change.CREATED, at, 5, "e2", "v2")],
+                       every)  # fmt: skip
+    old = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at + timedelta(seconds=1), None, None, "v1",
+                      one_version=True)  # fmt: skip
+    assert store.apply_events(source, [old], every) == 0
+    assert store.deleted_count(source) == 0
+    marker = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at + timedelta(seconds=2), None, None,
+                         "m1")  # fmt: skip
+    assert store.apply_events(source, [marker], every) == 1
+    assert store.deleted_count(source) == 1

@@ -156,3 +156,12 @@ def test_in_order_sorts_each_keys_events_by_sequencer_then_time():
     second = event(Change.REMOVED, T0, "02")
     other = ObjectEvent("bkt", "other", Change.CREATED, T0)
     assert in_order([second, other, first]) == [first, second, other]
+
+
+def test_a_version_removal_is_told_from_a_delete_marker():
+    permanent = s3_record("ObjectRemoved:Delete", "a.jpg", versionId="v1")
+    marker = s3_record("ObjectRemoved:DeleteMarkerCreated", "a.jpg", versionId="m1")
+    unversioned = s3_record("ObjectRemoved:Delete", "a.jpg")
+    assert parse_message(body(permanent)).events[0].one_version
+    assert not parse_message(body(marker)).events[0].one_version
+    assert not parse_message(body(unversioned)).events[0].one_version
