@@ -182,27 +182,14 @@ class Watcher:
         return event.bucket == self.source.bucket and event.key.startswith(self.source.prefix)
 
     def _receive(self, wait_s: int) -> list[dict[str, Any]]:
-        wait = self.backoff_s
-        for round_ in range(RECEIVE_ROUNDS + 1):
-            try:
-                response = self.sqs.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
-                )
-                return list(response.get("Messages", []))
-            except ClientError as error:
-                if not is_throttling(error) and _status(error) < 500:
-                    raise S3Error(self._describe(error)) from None
-                last: Exception = error
-            except BotoCoreError as error:
-                last = error
-            if round_ < RECEIVE_ROUNDS:
-                log.info("SQS unreachable (%s); asking again in %.1f s", last, wait)
-                time.sleep(wait)
-                wait *= 2
-        raise S3Error(
-            f"cannot reach SQS queue {self.queue_url} after {RECEIVE_ROUNDS + 1} tries: "
-            f"{self._describe(last)}"
+        response = ask_sqs(
+            lambda: self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
+            ),
+            self.queue_url,
+            self.backoff_s,
         )
+        return list(response.get("Messages", []))
 
     def _delete(self, message: dict[str, Any]) -> None:
         """Delete a message whose effect is committed. Should that fail, it comes back
@@ -212,14 +199,48 @@ class Watcher:
         except (ClientError, BotoCoreError) as error:
             self.warn(
                 f"message {message.get('MessageId', '?')} applied but not deleted "
-                f"({self._describe(error)}); its redelivery will change nothing"
+                f"({describe_sqs(error)}); its redelivery will change nothing"
             )
 
-    def _describe(self, error: Exception) -> str:
-        if isinstance(error, ClientError):
-            message = error.response.get("Error", {}).get("Message") or ""
-            return f"SQS error {error_code(error) or _status(error)}: {message}".rstrip(": ")
-        return f"{type(error).__name__}: {error}".replace("\n", " ")
+
+def check_queue(sqs: Any, queue_url: str, backoff_s: float | None = None) -> None:
+    """Ask the queue for its ARN: an unknown or unreachable queue is one `S3Error` before
+    the state DB is touched."""
+    ask_sqs(
+        lambda: sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"]),
+        queue_url,
+        RECEIVE_BACKOFF_S if backoff_s is None else backoff_s,
+    )
+
+
+def ask_sqs(call: Callable[[], Any], queue_url: str, backoff_s: float) -> Any:
+    """`call()`, asked again `RECEIVE_ROUNDS` times (waits doubling from `backoff_s`) while
+    SQS is unreachable or answers 5xx / throttles, after botocore's own retries; then,
+    or at once for a refusal (unknown queue, access denied), one `S3Error` (exit 3)."""
+    wait = backoff_s
+    for round_ in range(RECEIVE_ROUNDS + 1):
+        try:
+            return call()
+        except ClientError as error:
+            if not is_throttling(error) and _status(error) < 500:
+                raise S3Error(f"SQS queue {queue_url}: {describe_sqs(error)}") from None
+            last: Exception = error
+        except BotoCoreError as error:
+            last = error
+        if round_ < RECEIVE_ROUNDS:
+            log.info("SQS unreachable (%s); asking again in %.1f s", last, wait)
+            time.sleep(wait)
+            wait *= 2
+    raise S3Error(
+        f"cannot reach SQS queue {queue_url} after {RECEIVE_ROUNDS + 1} tries: {describe_sqs(last)}"
+    )
+
+
+def describe_sqs(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        message = error.response.get("Error", {}).get("Message") or ""
+        return f"SQS error {error_code(error) or _status(error)}: {message}".rstrip(": ")
+    return f"{type(error).__name__}: {error}".replace("\n", " ")
 
 
 def _status(error: ClientError) -> int:

@@ -185,6 +185,24 @@ def test_a_completed_parallel_pass_marks_deletions(db_url, bucket, seaweedfs, ca
     assert status_json(db_url)["deleted"] == 2
 
 
+def test_a_parallel_pass_stopped_midway_marks_nothing_until_it_is_finished(
+    db_url, bucket, seaweedfs, capsys
+):
+    """A parallel plan is a pass even over several runs: stopped after a page it marks
+    nothing; the plain sync that finishes it marks what it did not see."""
+    endpoint = seaweedfs.endpoint_url
+    keys = [f"{c}/{i}.jpg" for c in "ab" for i in range(6)]
+    put_objects(endpoint, bucket, keys)
+    sync(capsys, db_url, bucket, endpoint)
+    boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket=bucket, Key="b/5.jpg")
+    sync(capsys, db_url, bucket, endpoint, "--parallel", "2", "--from-start",
+         "--page-size", "2", "--max-pages", "1")  # fmt: skip
+    assert status_json(db_url)["deleted"] == 0
+    finished = sync(capsys, db_url, bucket, endpoint, "--page-size", "2")
+    assert "1 keys no longer in the bucket" in finished.out
+    assert status_json(db_url)["deleted"] == 1
+
+
 def test_a_pass_killed_midway_marks_nothing(db_url, bucket, seaweedfs, tmp_path):
     """SIGKILL while the 3rd page of a --from-start pass is in flight: pages 1-2 are
     committed, the pass is not complete, so no key is marked; the next full pass is."""

@@ -286,18 +286,30 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
 
-def test_an_unreachable_queue_is_retried_then_exit_3_in_one_line(sqlite_url, capsys, monkeypatch):
+def test_an_unreachable_queue_is_retried_then_exit_3_in_one_line(tmp_path, capsys, monkeypatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     monkeypatch.setattr("tracker.watcher.RECEIVE_BACKOFF_S", 0.05)
     dead = f"http://127.0.0.1:{free_port()}"
-    result = run_cli(capsys, "--db", sqlite_url, "watch", "s3://some-bucket", "--queue-url",
-                     f"{dead}/123456789012/q", "--endpoint-url", dead, "--once")  # fmt: skip
+    db = tmp_path / "state.db"
+    result = run_cli(capsys, "--db", f"sqlite:///{db}", "watch", "s3://some-bucket",
+                     "--queue-url", f"{dead}/123456789012/q", "--endpoint-url", dead)  # fmt: skip
     assert result.code == 3
     assert len(result.err_lines) == 1 and "Traceback" not in result.err
     assert result.err_lines[0].startswith("error: cannot reach SQS queue")
     assert "after 4 tries" in result.err_lines[0]
+    assert not db.exists()  # nothing written
+
+
+def test_an_unknown_queue_is_one_line_exit_3_and_no_state_db(notified, tmp_path, capsys):
+    db = tmp_path / "state.db"
+    result = run_cli(capsys, "--db", f"sqlite:///{db}", "watch", f"s3://{notified.bucket}",
+                     "--queue-url", f"{notified.endpoint}/123456789012/no-such-queue",
+                     "--endpoint-url", notified.endpoint, "--once")  # fmt: skip
+    assert result.code == 3 and len(result.err_lines) == 1
+    assert result.err_lines[0].startswith("error: SQS queue")
+    assert not db.exists()
 
 
 def test_watch_help_prints_the_setup_commands(sqlite_url):

@@ -13,7 +13,7 @@ from tracker.cli.options import aws_options, filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stdout
 from tracker.cli.stopping import StopRequest
 from tracker.s3uri import parse_source_uri
-from tracker.watcher import Watcher, make_sqs_client, setup_commands
+from tracker.watcher import Watcher, check_queue, make_sqs_client, setup_commands
 
 MESSAGE_STOP = "stopping after the messages in hand (press Ctrl-C again to stop now)"
 
@@ -62,6 +62,7 @@ def watch(ctx: click.Context, /, uri: str, **options: Any) -> None:
     sqs = make_sqs_client(
         options["endpoint_url"], profile=options["profile"], region=options["region"]
     )
+    check_queue(sqs, options["queue_url"])  # before the state DB is touched
     source = app.store.source(bucket, prefix, create=True)
     watcher = Watcher(app.store, source, sqs, options["queue_url"], key_filter, warn=print_warning)
     # Each message is committed on its own: a second Ctrl-C, stopping at once, loses nothing.
