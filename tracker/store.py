@@ -1316,7 +1316,7 @@ class Store:
             return self._mark_unseen(conn, source, pass_id)
 
     def _mark_unseen(self, conn: Connection, source: SourceRef, pass_id: int) -> int:
-        return int(
+        marked = int(
             conn.execute(
                 update(objects)
                 .where(
@@ -1326,6 +1326,25 @@ class Store:
                 )
                 .values(deleted_at=utcnow())
             ).rowcount
+        )
+        if marked:
+            self._end_deleted_leases(conn, source)
+        return marked
+
+    def _end_deleted_leases(self, conn: Connection, source: SourceRef) -> None:
+        """Served keys whose object is gone go back to pending (where, being deleted, they
+        are not counted and never claimed): no dataset waits for them or counts them as
+        out; should the object come back, they are pending like any other."""
+        conn.execute(
+            update(items)
+            .where(
+                items.c.dataset_id.in_(
+                    select(datasets.c.id).where(datasets.c.source_id == source.id)
+                ),
+                items.c.state == ItemState.SERVED,
+                _object_deleted(items.c.object_id),
+            )
+            .values(state=ItemState.PENDING, updated_at=utcnow(), **_LEASE_CLEARED)
         )
 
     def apply_events(
@@ -1395,6 +1414,8 @@ class Store:
                         .values(**facts)
                     )
                 applied += 1
+            if any(e.change is Change.REMOVED for e in events):
+                self._end_deleted_leases(conn, source)
             conn.execute(
                 update(listing_cursors)
                 .where(listing_cursors.c.source_id == source.id)

@@ -71,6 +71,8 @@ def test_a_complete_pass_marks_unseen_keys_deleted_and_claims_never_serve_them(s
     assert store.finish_pass(source, pass_id) == 5
     assert store.deleted_count(source) == 5
 
+    counts = store.counts(ref)  # the served deleted key (k1) is no longer out
+    assert (counts.state(ItemState.SERVED), counts.state(ItemState.PENDING)) == (0, 3)
     assert sorted(claim_all(store, ref)) == seen
     fresh = store.dataset(source, "fresh")
     assert claim_all(store, fresh) == seen
