@@ -316,3 +316,11 @@ def test_watch_help_prints_the_setup_commands(sqlite_url):
     output = run(sqlite_url, "watch", "--help").output
     for line in setup_commands().splitlines():
         assert line in output
+
+
+def test_the_readme_prints_the_same_setup_commands():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for line in setup_commands().splitlines():
+        assert line in readme
