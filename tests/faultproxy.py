@@ -11,6 +11,8 @@ moto, so that tests can:
   flight: the server has answered, the client never commits;
 - answer object GETs with an S3 error (AccessDenied, a KMS error) as a bucket policy or a
   key policy would;
+- stop an SQS request (say DeleteMessage) before it reaches the server, until released,
+  so that a test can kill the client between its commit and its delete;
 - answer the start of a listing with a run of empty pages that say more follows (what S3
   sends for runs of delete markers in versioned buckets), then the server's real pages.
 
@@ -49,6 +51,8 @@ class Request:
     first_key: str | None = None
     key_count: int | None = None
     done: bool = False
+    #: The `X-Amz-Target` header (the action of a JSON-protocol request such as SQS's).
+    target: str | None = None
 
     @property
     def is_list(self) -> bool:
@@ -57,7 +61,7 @@ class Request:
 
 @dataclass
 class Fault:
-    kind: str  # "slowdown" | "drop" | "hold" | "error"
+    kind: str  # "slowdown" | "drop" | "hold" | "block" | "error"
     remaining: int
     applies: Callable[[Request], bool]
     release: threading.Event | None = None
@@ -119,6 +123,15 @@ class FaultProxy:
 
         held, release = threading.Event(), threading.Event()
         self._add(Fault("hold", 1, applies, release=release, held=held))
+        return held, release
+
+    def block_action(self, action: str) -> tuple[threading.Event, threading.Event]:
+        """Stop the next request for the JSON-protocol `action` (e.g. `DeleteMessage`)
+        before it reaches the server. Returns (held, release): `held` is set once the
+        request is waiting; on `release` its connection is closed, unanswered and unsent."""
+        applies = lambda r: (r.target or "").endswith(f".{action}")  # noqa: E731
+        held, release = threading.Event(), threading.Event()
+        self._add(Fault("block", 1, applies, release=release, held=held))
         return held, release
 
     def empty_pages(self, count: int) -> None:
@@ -207,7 +220,12 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 split = urlsplit(self.path)
-                request = Request(self.command, split.path, parse_qs(split.query))
+                request = Request(
+                    self.command,
+                    split.path,
+                    parse_qs(split.query),
+                    target=self.headers.get("X-Amz-Target"),
+                )
                 with proxy.lock:
                     proxy.requests.append(request)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -220,7 +238,11 @@ class FaultProxy:
                     request.done = True
 
             def _handle(self, request: Request, fault: Fault | None, body: bytes | None) -> None:
-                if fault is not None and fault.kind == "drop":
+                if fault is not None and fault.kind == "block":
+                    assert fault.held is not None and fault.release is not None
+                    fault.held.set()
+                    fault.release.wait(120)
+                if fault is not None and fault.kind in {"drop", "block"}:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return

@@ -36,6 +36,16 @@ MAX_PAGE_SIZE = 1000
 MAX_EMPTY_PAGES = 10
 
 
+def listed_objects(contents: list[dict[str, Any]]) -> list[ListedObject]:
+    """A LIST page's `Contents` as listed objects (ETag without its quotes)."""
+    return [
+        ListedObject(
+            o["Key"], o.get("Size"), o.get("ETag", "").strip('"') or None, o.get("LastModified")
+        )
+        for o in contents
+    ]
+
+
 @dataclass(frozen=True)
 class PageResult:
     """What one `list_page` call brought (one LIST, or a run of empty pages and the next)."""
@@ -95,6 +105,12 @@ class Lister:
         else:
             self._token, self._start_after = cursor.continuation_token, cursor.last_key
             self._exhausted = cursor.exhausted
+        #: A listing of a known source from its first page is a complete pass: if this
+        #: lister reaches the end, keys it did not see are gone (`Store.finish_pass`).
+        self._full_pass = source is not None and self._token is None and not self._start_after
+        self._pass: int | None = None
+        #: Keys the last complete pass of this lister marked deleted.
+        self.deleted = 0
 
     @classmethod
     def open(
@@ -130,6 +146,8 @@ class Lister:
         not exhausted, and the caller decides whether to wait, log or call again.
         """
         pages = 0
+        if self._full_pass and self._pass is None and self.source is not None:
+            self._pass = self.store.begin_pass(self.source)
         while True:
             sent_token = self._token
             response = self._fetch()
@@ -171,13 +189,8 @@ class Lister:
         """Commit a fetched page's keys with the cursor that follows them (`page_token`: the
         token the page was asked with, see `Store.record_page`)."""
         contents = response.get("Contents", [])
-        objects = [
-            ListedObject(
-                o["Key"], o.get("Size"), o.get("ETag", "").strip('"') or None, o.get("LastModified")
-            )
-            for o in contents
-            if self.key_filter.accepts(o["Key"], o.get("Size"))
-        ]
+        seen = listed_objects(contents)
+        objects = [o for o in seen if self.key_filter.accepts(o.key, o.size)]
         exhausted = not response.get("IsTruncated", False)
         if contents and not objects:
             self.warn(self.key_filter.nothing_taken(self.uri, len(contents)))
@@ -191,7 +204,12 @@ class Lister:
             exhausted=exhausted,
             generation=self._generation,
             page_token=page_token,
+            seen=seen,
         )
+        if exhausted and self._pass is not None:
+            self.deleted = self.store.finish_pass(self.source, self._pass)
+            self._pass = None
+            self._full_pass = False
         return PageResult(
             keys_seen=len(contents),
             new_keys=new_keys,

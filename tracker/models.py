@@ -131,6 +131,11 @@ class ListingCursor(Base):
     exhausted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The last complete-pass id handed out (`Store.begin_pass`); every key a listing page
+    #: or an event records is stamped with it (`objects.seen_pass`).
+    pass_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When `tracker watch` last applied an S3 event notification to this source.
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Object(Base):
@@ -141,6 +146,14 @@ class Object(Base):
         UniqueConstraint("source_id", "key"),
         # Listing order within a source: what a dataset's frontier walks through.
         Index("ix_objects_order", "source_id", "id"),
+        # Deleted keys only (few): `status` counts them, pending counts subtract them.
+        Index(
+            "ix_objects_deleted",
+            "source_id",
+            "id",
+            sqlite_where=text("deleted_at IS NOT NULL"),
+            postgresql_where=text("deleted_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -152,6 +165,18 @@ class Object(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=func.current_timestamp()
     )
+    #: When a complete listing pass or an ObjectRemoved event found the key gone (None:
+    #: live). A deleted key is never served; a listing or event that sees it again clears it.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The source's `pass_seq` when a page or an event last saw the key: a complete pass
+    #: marks deleted the keys last seen before it began.
+    seen_pass: Mapped[int | None] = mapped_column(Integer)
+    #: The object's version (versioned buckets), when an event named it.
+    version_id: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
+    #: The last event applied to the key: S3's `sequencer` (left-padded hex) when it sent
+    #: one, and the event time; an older event for the key is not applied.
+    event_sequencer: Mapped[str | None] = mapped_column(String(64))
+    event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Dataset(Base):
@@ -258,6 +283,10 @@ class Item(Base):
     )
     served_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     annotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The object's ETag (and version) when the first answer was recorded: an object
+    #: overwritten since has another ETag, and the answer is "changed".
+    answer_etag: Mapped[str | None] = mapped_column(String(255))
+    answer_version_id: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
 
 
 sources: Table = Source.__table__  # type: ignore[assignment]
@@ -296,6 +325,9 @@ class ListingShard(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The complete-pass id of a plan listing the whole source (`Store.begin_pass`); its
+    #: closing marks deleted the keys the pass did not see.
+    pass_id: Mapped[int | None] = mapped_column(Integer)
 
 
 listing_shards: Table = ListingShard.__table__  # type: ignore[assignment]

@@ -33,8 +33,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tracker.errors import S3Error, SourceNotFound
 from tracker.filters import KeyFilter
-from tracker.lister import MAX_PAGE_SIZE, PageResult
-from tracker.records import ListedObject, SourceRef
+from tracker.lister import MAX_PAGE_SIZE, PageResult, listed_objects
+from tracker.records import SourceRef
 from tracker.s3 import FATAL_CODES, describe, error_code, is_throttling
 from tracker.shards import ShardCursor, Splitter, ranges
 from tracker.store import Store
@@ -173,11 +173,16 @@ class ParallelLister:
             raise S3Error(describe(error, self.bucket)) from None
         finally:
             self.result.split_calls += splitter.calls
+        # A new plan covers the whole key range: for a known source, a complete pass whose
+        # closing marks the keys it did not see deleted.
+        pass_id = None if source is None else self.store.begin_pass(source)
         if source is None:
             source = self.store.source(self.bucket, self.prefix, create=True)
         self.source = source
         generation = self.store.cursor(source).generation
-        return self.store.plan_shards(source, ranges(points), generation=generation)
+        return self.store.plan_shards(
+            source, ranges(points), generation=generation, pass_id=pass_id
+        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -294,13 +299,8 @@ class _ShardLister:
         done = not truncated or len(inside) < len(contents)
         if inside and self.shard.end_key is not None and inside[-1]["Key"] == self.shard.end_key:
             done = True
-        objects = [
-            ListedObject(
-                o["Key"], o.get("Size"), o.get("ETag", "").strip('"') or None, o.get("LastModified")
-            )
-            for o in inside
-            if owner.key_filter.accepts(o["Key"], o.get("Size"))
-        ]
+        seen = listed_objects(inside)
+        objects = [o for o in seen if owner.key_filter.accepts(o.key, o.size)]
         assert owner.source is not None
         new = owner.store.record_shard_page(
             owner.source,
@@ -310,6 +310,7 @@ class _ShardLister:
             last_key=inside[-1]["Key"] if inside else None,
             exhausted=done,
             page_token=sent_token,
+            seen=seen,
         )
         self.token = None if done else next_token
         if inside:

@@ -49,6 +49,10 @@ class Cursor:
     updated_at: datetime | None
     #: Grows on every `reset --listing`; a lister records its pages under the one it read.
     generation: int = 0
+    #: The last complete-pass id handed out (`Store.begin_pass`).
+    pass_seq: int = 0
+    #: When `tracker watch` last applied an event to the source.
+    last_event_at: datetime | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -119,6 +123,10 @@ class ItemFilter:
     #: A shell glob over the whole key; `*` also matches `/`.
     match: str | None = None
     served_before: datetime | None = None
+    #: Only keys whose object is gone from the bucket.
+    deleted: bool = False
+    #: Only annotated keys whose object was overwritten since the answer.
+    changed: bool = False
 
     def matches_key(self, key: str) -> bool:
         return self.match is None or fnmatch.fnmatchcase(key, self.match)
@@ -139,6 +147,18 @@ class Counts:
 
     def state(self, state: ItemState) -> int:
         return self.by_state.get(state, 0)
+
+
+@dataclass(frozen=True)
+class BucketChanges:
+    """What changed in the bucket under a dataset: `status`'s `deleted` and `changed`."""
+
+    #: Keys of the source marked deleted.
+    deleted: int = 0
+    #: Of them, keys this dataset annotated (their answers are kept).
+    deleted_annotated: int = 0
+    #: Annotated keys whose object has another ETag than the one answered.
+    changed: int = 0
 
 
 @dataclass(frozen=True)

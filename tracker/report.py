@@ -26,6 +26,7 @@ def _iso(value: datetime | None) -> str | None:
 def dataset_status(store: Store, dataset: DatasetRef, exhausted: bool) -> dict[str, Any]:
     """One dataset's numbers: a handful of indexed count queries."""
     counts = store.counts(dataset)
+    changes = store.bucket_changes(dataset)
     states = {state.value: counts.state(state) for state in ItemState}
     answers = {answer.value: counts.by_answer.get(answer, 0) for answer in Answer}
     remaining = states["pending"] + states["served"]
@@ -41,6 +42,10 @@ def dataset_status(store: Store, dataset: DatasetRef, exhausted: bool) -> dict[s
         "eta_seconds": round(eta, 1) if eta is not None else None,
         # Until the listing is exhausted, more keys may come: the estimate is a lower bound.
         "eta_is_lower_bound": not exhausted,
+        # Keys of the source gone from the bucket that this dataset annotated (kept), and
+        # annotated keys whose object was overwritten since the answer.
+        "deleted_annotated": changes.deleted_annotated,
+        "changed": changes.changed,
     }
 
 
@@ -65,11 +70,18 @@ def source_status(store: Store, source: SourceRef, dataset: str | None = None) -
     chosen = [d for d in store.datasets(source) if dataset is None or d.name == dataset]
     per = [dataset_status(store, d, cursor.exhausted) for d in chosen]
     total = store.object_count(source)
+    deleted = store.deleted_count(source)
     status: dict[str, Any] = {
         "source": source.uri,
         "bucket": source.bucket,
         "prefix": source.prefix,
         "total": total,
+        # Keys gone from the bucket (in `total`, never served), and annotated keys of any
+        # dataset whose object changed since the answer.
+        "deleted": deleted,
+        "changed": sum(d["changed"] for d in per),
+        # When `tracker watch` last applied an event (None: never).
+        "last_event_at": _iso(cursor.last_event_at),
         "listing": {
             "pages_listed": cursor.pages_listed,
             "keys_listed": cursor.keys_listed,
@@ -84,7 +96,7 @@ def source_status(store: Store, source: SourceRef, dataset: str | None = None) -
     if len(per) == 1:
         status.update({name: per[0][name] for name in _DATASET_FIELDS})
     elif not per:
-        untouched = {"name": None, **untouched_status(total, cursor.exhausted)}
+        untouched = {"name": None, **untouched_status(total - deleted, cursor.exhausted)}
         status.update({name: untouched[name] for name in _DATASET_FIELDS})
     else:
         status.update(dict.fromkeys(_DATASET_FIELDS))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +37,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -44,6 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tracker.db import create_db_engine, ensure_schema, masked, translate_db_errors
 from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
+from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
     Answer,
     ItemState,
@@ -59,6 +61,7 @@ from tracker.models import (
 )
 from tracker.records import (
     AnswerRecord,
+    BucketChanges,
     Counts,
     Cursor,
     DatasetRef,
@@ -83,6 +86,12 @@ _LEASE_CLEARED: dict[str, Any] = {
     "lease_expires_at": None,
 }
 
+
+def _facts_of_object(column: Any) -> Any:
+    """The answered object's `column` now (a scalar subquery correlated to `items`)."""
+    return select(column).where(objects.c.id == items.c.object_id).scalar_subquery()
+
+
 #: What the first answer for a key writes (`new_answer`, `new_session`, `answered`,
 #: `imported` and `now` are bound).
 _FIRST_ANSWER: dict[str, Any] = {
@@ -95,6 +104,9 @@ _FIRST_ANSWER: dict[str, Any] = {
     "attempts": 0,
     "updated_at": bindparam("now", type_=UTCDateTime()),
     "failure_reason": None,
+    # Which object the answer was given for: an overwrite later changes the object's ETag.
+    "answer_etag": _facts_of_object(objects.c.etag),
+    "answer_version_id": _facts_of_object(objects.c.version_id),
     **_LEASE_CLEARED,
 }
 
@@ -295,6 +307,8 @@ class Store:
             exhausted_at=row.exhausted_at,
             updated_at=row.updated_at,
             generation=row.generation,
+            pass_seq=row.pass_seq,
+            last_event_at=row.last_event_at,
         )
 
     def record_page(
@@ -307,8 +321,14 @@ class Store:
         exhausted: bool,
         generation: int | None = None,
         page_token: str | None = None,
+        seen: Sequence[ListedObject] | None = None,
     ) -> int:
         """Insert a listed page's keys and advance the cursor, in one transaction.
+
+        `seen`: every object the page listed (default: `page`, the keys taken by the
+        filter): known keys among them take the listed size and ETag, are live again if
+        they were deleted, and are stamped as seen by the source's current pass
+        (`begin_pass`).
 
         Re-recording a page is harmless: known keys keep their state. The cursor only moves
         forward (in S3's UTF-8 binary order): it is read under a row lock on PostgreSQL
@@ -322,8 +342,8 @@ class Store:
         """
         now = utcnow()
         with self._write() as conn:
-            inserted = self._insert_objects(conn, source, page)
             current = self._cursor(conn, source, lock=True)
+            inserted = self._insert_objects(conn, source, page, seen)
             values: dict[str, Any] = {
                 "pages_listed": listing_cursors.c.pages_listed + 1,
                 "keys_listed": listing_cursors.c.keys_listed + inserted,
@@ -499,9 +519,9 @@ class Store:
                 .where(items.c.dataset_id == dataset.id, items.c.object_id == objects.c.id)
                 .exists()
             )
-            ids = list(
+            rows = list(
                 conn.execute(
-                    select(objects.c.id)
+                    select(objects.c.id, objects.c.deleted_at.is_not(None).label("gone"))
                     .where(
                         objects.c.source_id == dataset.source.id,
                         objects.c.id > frontier,
@@ -509,12 +529,24 @@ class Store:
                     )
                     .order_by(objects.c.id)
                     .limit(limit - len(claimed))
-                ).scalars()
+                ).all()
             )
-            if not ids:
+            if not rows:
                 break
-            claimed += self._insert_leased(conn, ids, params)
-            frontier = ids[-1]
+            live = [r.id for r in rows if not r.gone]
+            if live:
+                claimed += self._insert_leased(conn, live, params)
+            gone = [r.id for r in rows if r.gone]
+            if gone:
+                # Deleted keys the frontier passes get a pending row, never leased: should
+                # the object come back, the key is pending again like any handed-back one.
+                conn.execute(
+                    self._insert(items).on_conflict_do_nothing(
+                        index_elements=["dataset_id", "object_id"]
+                    ),
+                    [{"dataset_id": dataset.id, "object_id": i} for i in gone],
+                )
+            frontier = rows[-1].id
             conn.execute(
                 update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
             )
@@ -587,6 +619,7 @@ class Store:
                         items.c.dataset_id == dataset.id,
                         items.c.state == ItemState.SERVED,
                         items.c.lease_owner == owner,
+                        ~_object_deleted(items.c.object_id),
                     )
                     .order_by(items.c.object_id)
                 ).scalars()
@@ -625,6 +658,7 @@ class Store:
                 items.c.state == ItemState.SERVED,
                 items.c.lease_token == bindparam("token"),
                 items.c.lease_expires_at > self._now,
+                ~_object_deleted(items.c.object_id),
             )
             .values(lease_expires_at=self._in("lease"), served_at=self._now)
             .returning(items.c.lease_expires_at)
@@ -641,6 +675,7 @@ class Store:
                 items.c.dataset_id == bindparam("in_dataset"),
                 items.c.state == ItemState.SERVED,
                 items.c.lease_expires_at <= self._now,
+                ~_object_deleted(items.c.object_id),
             )
             .order_by(items.c.lease_expires_at, items.c.id)
             .limit(bindparam("limit"))
@@ -654,6 +689,7 @@ class Store:
             .where(
                 items.c.dataset_id == bindparam("in_dataset"),
                 items.c.state == ItemState.PENDING,
+                ~_object_deleted(items.c.object_id),
             )
             .order_by(items.c.object_id)
             .limit(bindparam("limit"))
@@ -940,7 +976,8 @@ class Store:
         The stream asks this when it has nothing to claim, to tell "wait for other owners'
         leases" from "done". Index range counts, whatever the size of the source.
         """
-        in_dataset = items.c.dataset_id == dataset.id
+        # Deleted keys are not work: never served again, so never waited for.
+        in_dataset = and_(items.c.dataset_id == dataset.id, ~_object_deleted(items.c.object_id))
         with self._read() as conn:
             pending = self._pending(conn, dataset)
             served = conn.execute(
@@ -974,27 +1011,29 @@ class Store:
 
     def _pending(self, conn: Connection, dataset: DatasetRef) -> int:
         """Keys pending for the dataset: its pending rows, plus the objects past its
-        frontier that have no row yet (rows past the frontier are counted by state)."""
+        frontier that have no row yet (rows past the frontier are counted by state).
+        Deleted keys are not pending: they are never served."""
         frontier = conn.execute(
             select(datasets.c.frontier).where(datasets.c.id == dataset.id)
         ).scalar_one()
+        live = ~_object_deleted(items.c.object_id)
         rows = conn.execute(
             select(func.count()).where(
-                items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+                items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING, live
             )
         ).scalar_one()
-        beyond = conn.execute(
-            select(func.count()).where(
-                objects.c.source_id == dataset.source.id, objects.c.id > frontier
-            )
+        past = and_(objects.c.source_id == dataset.source.id, objects.c.id > frontier)
+        beyond = conn.execute(select(func.count()).where(past)).scalar_one()
+        # From the small partial index of deleted objects.
+        gone_beyond = conn.execute(
+            select(func.count()).where(past, objects.c.deleted_at.is_not(None))
         ).scalar_one()
         rows_beyond = conn.execute(
             select(func.count()).where(
-                items.c.dataset_id == dataset.id,
-                items.c.object_id > frontier,
+                items.c.dataset_id == dataset.id, items.c.object_id > frontier, live
             )
         ).scalar_one()
-        return int(rows + beyond - rows_beyond)
+        return int(rows + beyond - gone_beyond - rows_beyond)
 
     def mark_failed(self, dataset: DatasetRef, key: str, reason: str) -> bool:
         """Set aside a key that cannot be served; an annotated key keeps its answer."""
@@ -1051,7 +1090,10 @@ class Store:
             .outerjoin(
                 items, and_(items.c.object_id == objects.c.id, items.c.dataset_id == dataset.id)
             )
-            .where(objects.c.source_id == dataset.source.id, *_conditions(where, state))
+            .where(
+                objects.c.source_id == dataset.source.id,
+                *_conditions(where, state, objects.c.id),
+            )
         )
         rows: list[Any] = []
         if where.keys is not None:
@@ -1170,28 +1212,249 @@ class Store:
     # cursor is left alone until every shard is exhausted (`finish_shards`).
 
     def _insert_objects(
-        self, conn: Connection, source: SourceRef, page: Sequence[ListedObject]
+        self,
+        conn: Connection,
+        source: SourceRef,
+        page: Sequence[ListedObject],
+        seen: Sequence[ListedObject] | None = None,
     ) -> int:
-        """Insert a page's keys (known keys untouched); returns how many were new."""
-        if not page:
+        """Insert a page's keys, and bring the known keys of `seen` (default: `page`) up to
+        date: listed size and ETag, live again, seen by the current pass. Rows already so
+        are not written. Returns how many keys were new."""
+        seen = page if seen is None else seen
+        if not page and not seen:
             return 0
-        # created_at comes from the column's SQL default.
-        rows = [
-            {
-                "source_id": source.id,
-                "key": o.key,
-                "size": o.size,
-                "etag": o.etag,
-                "last_modified": o.last_modified,
-            }
-            for o in page
-        ]
-        statement = self._insert(objects).on_conflict_do_nothing(
-            index_elements=["source_id", "key"]
+        pass_seq = conn.execute(
+            select(listing_cursors.c.pass_seq).where(listing_cursors.c.source_id == source.id)
+        ).scalar_one()
+        inserted = 0
+        if page:
+            # created_at comes from the column's SQL default.
+            rows = [
+                {
+                    "source_id": source.id,
+                    "key": o.key,
+                    "size": o.size,
+                    "etag": o.etag,
+                    "last_modified": o.last_modified,
+                    "seen_pass": pass_seq,
+                }
+                for o in page
+            ]
+            statement = self._insert(objects).on_conflict_do_nothing(
+                index_elements=["source_id", "key"]
+            )
+            # The keys inserted, so that only the others are refreshed below (RETURNING:
+            # psycopg's executemany reports no total row count anyway).
+            new_keys = set(conn.execute(statement.returning(objects.c.key), rows).scalars())
+            inserted = len(new_keys)
+            seen = [o for o in seen if o.key not in new_keys]
+        if seen:
+            conn.execute(
+                self._refresh_seen,
+                [
+                    {
+                        "in_source": source.id,
+                        "seen_key": o.key,
+                        "seen_size": o.size,
+                        "seen_etag": o.etag,
+                        "seen_modified": o.last_modified,
+                        "seen_pass": pass_seq,
+                    }
+                    for o in seen
+                ],
+            )
+        return inserted
+
+    @cached_property
+    def _refresh_seen(self) -> Any:
+        """A listed key's facts, live, seen by the pass: only when one of them differs."""
+        size = bindparam("seen_size", type_=objects.c.size.type)
+        etag = bindparam("seen_etag", type_=objects.c.etag.type)
+        modified = bindparam("seen_modified", type_=UTCDateTime())
+        seen_pass = bindparam("seen_pass", type_=objects.c.seen_pass.type)
+        return (
+            update(objects)
+            .where(
+                objects.c.source_id == bindparam("in_source"),
+                objects.c.key == bindparam("seen_key"),
+                or_(
+                    objects.c.seen_pass.is_distinct_from(seen_pass),
+                    objects.c.deleted_at.is_not(None),
+                    and_(etag.is_not(None), objects.c.etag.is_distinct_from(etag)),
+                    and_(size.is_not(None), objects.c.size.is_distinct_from(size)),
+                ),
+            )
+            .values(
+                size=func.coalesce(size, objects.c.size),
+                etag=func.coalesce(etag, objects.c.etag),
+                last_modified=func.coalesce(modified, objects.c.last_modified),
+                deleted_at=None,
+                seen_pass=seen_pass,
+            )
         )
-        if self._pg:  # psycopg's executemany reports no total row count
-            return len(conn.execute(statement.returning(objects.c.id), rows).all())
-        return int(conn.execute(statement, rows).rowcount)
+
+    # -- bucket changes: complete passes, events, deleted and changed keys ------------------
+
+    def begin_pass(self, source: SourceRef) -> int:
+        """Start a complete listing pass of the source: a new pass id. Every key recorded
+        from now on (by any page or event) is stamped with it or a later one."""
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    update(listing_cursors)
+                    .where(listing_cursors.c.source_id == source.id)
+                    .values(pass_seq=listing_cursors.c.pass_seq + 1)
+                    .returning(listing_cursors.c.pass_seq)
+                ).scalar_one()
+            )
+
+    def finish_pass(self, source: SourceRef, pass_id: int) -> int:
+        """A complete pass `pass_id` has listed every key: mark deleted, in one set-based
+        UPDATE, the live keys last seen before it began. Returns how many."""
+        with self._write() as conn:
+            return self._mark_unseen(conn, source, pass_id)
+
+    def _mark_unseen(self, conn: Connection, source: SourceRef, pass_id: int) -> int:
+        marked = int(
+            conn.execute(
+                update(objects)
+                .where(
+                    objects.c.source_id == source.id,
+                    objects.c.deleted_at.is_(None),
+                    or_(objects.c.seen_pass.is_(None), objects.c.seen_pass < pass_id),
+                )
+                .values(deleted_at=utcnow())
+            ).rowcount
+        )
+        if marked:
+            self._end_deleted_leases(conn, source)
+        return marked
+
+    def _end_deleted_leases(self, conn: Connection, source: SourceRef) -> None:
+        """Served keys whose object is gone go back to pending (where, being deleted, they
+        are not counted and never claimed): no dataset waits for them or counts them as
+        out; should the object come back, they are pending like any other."""
+        conn.execute(
+            update(items)
+            .where(
+                items.c.dataset_id.in_(
+                    select(datasets.c.id).where(datasets.c.source_id == source.id)
+                ),
+                items.c.state == ItemState.SERVED,
+                _object_deleted(items.c.object_id),
+            )
+            .values(state=ItemState.PENDING, updated_at=utcnow(), **_LEASE_CLEARED)
+        )
+
+    def apply_events(
+        self,
+        source: SourceRef,
+        events: Sequence[ObjectEvent],
+        accepts: Callable[[str, int | None], bool],
+    ) -> int:
+        """Apply S3 events for this source's keys in one transaction; returns how many
+        changed the state. A creation records the key (pending) or its new size and ETag,
+        live again; a removal marks it deleted. An event older than the last one applied
+        to its key (`tracker.events.is_newer`) is skipped, so a redelivered or reordered
+        message changes nothing twice. `accepts(key, size)`: the listing filter; a key it
+        refuses is not added (a known one is still updated)."""
+        now = utcnow()
+        applied = 0
+        with self._write() as conn:
+            pass_seq = self._cursor(conn, source, lock=True).pass_seq
+            for event in in_order(events):
+                query = select(
+                    objects.c.id,
+                    objects.c.event_sequencer,
+                    objects.c.event_at,
+                    objects.c.deleted_at,
+                    objects.c.version_id,
+                ).where(objects.c.source_id == source.id, objects.c.key == event.key)
+                row = conn.execute(query.with_for_update() if self._pg else query).first()
+                if row is None and not accepts(event.key, event.size):
+                    continue
+                if (
+                    event.one_version
+                    and row is not None
+                    and row.version_id is not None
+                    and row.version_id != event.version_id
+                ):
+                    continue  # an older version went; the current one is still there
+                if row is not None and not is_newer(
+                    event, row.event_sequencer, row.event_at, row.deleted_at is not None
+                ):
+                    continue
+                facts: dict[str, Any] = {
+                    "event_sequencer": event.sequencer,
+                    "event_at": event.time,
+                    "seen_pass": pass_seq,
+                }
+                if event.change is Change.CREATED:
+                    facts.update(
+                        size=event.size,
+                        etag=event.etag,
+                        version_id=event.version_id,
+                        last_modified=event.time,
+                        deleted_at=None,
+                    )
+                elif row is None or row.deleted_at is None:
+                    facts["deleted_at"] = now
+                inserted = 0
+                if row is None:  # a listing may insert it meanwhile: then it is updated
+                    inserted = conn.execute(
+                        self._insert(objects)
+                        .values(source_id=source.id, key=event.key, **facts)
+                        .on_conflict_do_nothing(index_elements=["source_id", "key"])
+                    ).rowcount
+                if not inserted:
+                    conn.execute(
+                        update(objects)
+                        .where(objects.c.source_id == source.id, objects.c.key == event.key)
+                        .values(**facts)
+                    )
+                applied += 1
+            if any(e.change is Change.REMOVED for e in events):
+                self._end_deleted_leases(conn, source)
+            conn.execute(
+                update(listing_cursors)
+                .where(listing_cursors.c.source_id == source.id)
+                .values(last_event_at=now)
+            )
+        return applied
+
+    def bucket_changes(self, dataset: DatasetRef) -> BucketChanges:
+        """Deleted keys of the dataset's source, and of them those it annotated; annotated
+        keys whose object was overwritten since the answer."""
+        live = objects.c.source_id == dataset.source.id
+        with self._read() as conn:
+            deleted = conn.execute(
+                select(func.count()).where(live, objects.c.deleted_at.is_not(None))
+            ).scalar_one()
+            deleted_annotated = conn.execute(
+                select(func.count()).where(
+                    items.c.dataset_id == dataset.id,
+                    items.c.state == ItemState.ANNOTATED,
+                    _object_deleted(items.c.object_id),
+                )
+            ).scalar_one()
+            changed = conn.execute(
+                select(func.count()).where(
+                    items.c.dataset_id == dataset.id, _object_changed(items.c.object_id)
+                )
+            ).scalar_one()
+        return BucketChanges(int(deleted), int(deleted_annotated), int(changed))
+
+    def deleted_count(self, source: SourceRef) -> int:
+        """Keys of the source marked deleted (from the small partial index)."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        objects.c.source_id == source.id, objects.c.deleted_at.is_not(None)
+                    )
+                ).scalar_one()
+            )
 
     def shards(self, source: SourceRef) -> list[ShardCursor]:
         """The source's current shard plan (empty when it was never listed in parallel)."""
@@ -1209,6 +1472,7 @@ class Store:
         bounds: Sequence[tuple[str | None, str | None]],
         *,
         generation: int,
+        pass_id: int | None = None,
     ) -> list[ShardCursor]:
         """Replace the source's shard plan with new shards `(start_after, end_key)`, none
         listed yet; the plan number grows, so pages of an older plan move no cursor."""
@@ -1231,6 +1495,7 @@ class Store:
                         "start_after": start_after,
                         "end_key": end_key,
                         "generation": generation,
+                        "pass_id": pass_id,
                         "updated_at": now,
                     }
                     for index, (start_after, end_key) in enumerate(bounds)
@@ -1248,6 +1513,7 @@ class Store:
         last_key: str | None,
         exhausted: bool,
         page_token: str | None = None,
+        seen: Sequence[ListedObject] | None = None,
     ) -> int:
         """`record_page` for one shard: the page's keys and the shard's cursor after them,
         in one transaction. The cursor moves only forward (`_cursor_move`), and only while
@@ -1260,7 +1526,7 @@ class Store:
             listing_shards.c.plan == shard.plan,
         )
         with self._write() as conn:
-            inserted = self._insert_objects(conn, source, page)
+            inserted = self._insert_objects(conn, source, page, seen)
             query = select(listing_shards).where(where)
             if self._pg:
                 query = query.with_for_update()
@@ -1292,18 +1558,19 @@ class Store:
         shards' page and key counts to it, once. Returns whether the plan is closed.
 
         The cursor only moves forward, and not at all when the listing was reset since
-        the plan was made (its generation)."""
+        the plan was made (its generation).
+
+        A plan that is a complete pass (`pass_id`) marks, as it closes, the keys it did not
+        see deleted (`finish_pass`), in the same transaction."""
         now = utcnow()
         with self._write() as conn:
             current = self._cursor(conn, source, lock=True)
-            rows = [
-                _shard(r)
-                for r in conn.execute(
-                    select(listing_shards).where(
-                        listing_shards.c.source_id == source.id, listing_shards.c.plan == plan
-                    )
-                ).all()
-            ]
+            raw = conn.execute(
+                select(listing_shards).where(
+                    listing_shards.c.source_id == source.id, listing_shards.c.plan == plan
+                )
+            ).all()
+            rows = [_shard(r) for r in raw]
             if not rows or not all(s.exhausted for s in rows):
                 return False
             if rows[0].closed_at is not None:
@@ -1333,6 +1600,8 @@ class Store:
                 .where(listing_shards.c.source_id == source.id, listing_shards.c.plan == plan)
                 .values(closed_at=now)
             )
+            if raw[0].pass_id is not None:
+                self._mark_unseen(conn, source, raw[0].pass_id)
             return True
 
 
@@ -1405,6 +1674,8 @@ def _back_to_pending(now: datetime) -> dict[str, Any]:
         "served_at": None,
         "failure_reason": None,
         "updated_at": now,
+        "answer_etag": None,
+        "answer_version_id": None,
         **_LEASE_CLEARED,
     }
 
@@ -1423,11 +1694,34 @@ def _item_row(r: Any) -> ItemRow:
     )
 
 
-def _conditions(where: ItemFilter, state: Any) -> list[Any]:
+def _object_deleted(object_id: Any) -> Any:
+    """The object `object_id` is marked deleted (an alias: never correlated away)."""
+    o = objects.alias("gone")
+    return select(o.c.id).where(o.c.id == object_id, o.c.deleted_at.is_not(None)).exists()
+
+
+def _object_changed(object_id: Any) -> Any:
+    """The dataset's answer was given for another ETag than the object's now."""
+    o = objects.alias("now_object")
+    return and_(
+        items.c.answer_etag.is_not(None),
+        select(o.c.id)
+        .where(o.c.id == object_id, o.c.etag.is_not(None), o.c.etag != items.c.answer_etag)
+        .exists(),
+    )
+
+
+def _conditions(where: ItemFilter, state: Any, object_id: Any = None) -> list[Any]:
     """SQL conditions for the filter's fields, except `keys` and `match`: a key list may
     exceed the backend's bound-parameter limit and a glob has no portable SQL form.
-    `state` is the state column, or the expression that reads a missing row as pending."""
+    `state` is the state column, or the expression that reads a missing row as pending;
+    `object_id` the object id column (default: the items row's)."""
+    object_id = items.c.object_id if object_id is None else object_id
     conditions: list[Any] = []
+    if where.deleted:
+        conditions.append(_object_deleted(object_id))
+    if where.changed:
+        conditions.append(_object_changed(object_id))
     if where.states is not None:
         conditions.append(state.in_(sorted(where.states)))
     if where.answers is not None:

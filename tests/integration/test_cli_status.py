@@ -24,11 +24,14 @@ def test_status_json_shape_and_numbers(db_url):
         "states", "answers", "expired_leases", "annotated_last_hour", "remaining",
         "eta_seconds", "eta_is_lower_bound",
     }  # fmt: skip
+    # Bucket changes (issue 14): per source, and per dataset what it annotated.
+    changes = {"deleted", "changed", "last_event_at"}
     assert set(status) == {"source", "bucket", "prefix", "total", "listing", "datasets"} | (
-        per_dataset
+        per_dataset | changes
     )
+    assert (status["deleted"], status["changed"], status["last_event_at"]) == (0, 0, None)
     (dataset,) = status["datasets"]
-    assert set(dataset) == {"name"} | per_dataset
+    assert set(dataset) == {"name", "deleted_annotated", "changed"} | per_dataset
     assert dataset["name"] == "ds"
     assert {field: status[field] for field in per_dataset} == {
         field: dataset[field] for field in per_dataset

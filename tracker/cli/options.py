@@ -11,6 +11,7 @@ import click
 from tracker.display import printable
 from tracker.durations import parse_duration
 from tracker.errors import UsageError
+from tracker.filters import KeyFilter, parse_extensions
 from tracker.s3uri import key_problem
 from tracker.states import Answer, ItemState
 
@@ -106,3 +107,68 @@ def check_keys(keys: Iterable[str], option: str) -> None:
         problem = key_problem(key)
         if problem is not None:
             raise UsageError(f"{option} {printable(key)[:80]!r}: {problem}")
+
+
+def deleted_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--deleted",
+        is_flag=True,
+        help="Only keys whose object is gone from the bucket (found by a complete sync "
+        "pass or `tracker watch`).",
+    )(function)
+
+
+def changed_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--changed",
+        is_flag=True,
+        help="Only annotated keys whose object was overwritten since the answer (another ETag).",
+    )(function)
+
+
+def aws_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`--profile`, `--region`: which of boto3's configurations (sync, watch)."""
+    function = click.option(
+        "--region", metavar="NAME", help="AWS region [default: boto3's chain]."
+    )(function)
+    return click.option("--profile", metavar="NAME", help="AWS profile [default: boto3's chain].")(
+        function
+    )
+
+
+def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`--ext`, `--match`, `--all-objects`: which objects become keys (sync, watch)."""
+    options = [
+        click.option(
+            "--ext",
+            multiple=True,
+            metavar="EXT[,EXT...]",
+            help="Take objects with these extensions, any case (repeatable) "
+            "[default: jpg jpeg png gif webp bmp tif tiff heic heif avif, and keys without "
+            "an extension, whose bytes decide when served].",
+        ),
+        click.option(
+            "--match",
+            multiple=True,
+            metavar="GLOB",
+            help="Take objects whose whole key matches GLOB (`*` also matches `/`; "
+            "repeatable). Without --ext, only the globs decide.",
+        ),
+        click.option(
+            "--all-objects",
+            is_flag=True,
+            help="Take every object (still never `folder/` placeholders or zero-byte objects).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def key_filter_from(options: dict[str, Any]) -> KeyFilter:
+    """The key filter `filter_options` describe."""
+    if options["all_objects"] and (options["ext"] or options["match"]):
+        raise UsageError("--all-objects takes every object: drop --ext / --match, or it")
+    return KeyFilter.build(
+        parse_extensions(options["ext"]), options["match"], all_objects=options["all_objects"]
+    )

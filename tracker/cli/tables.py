@@ -43,6 +43,14 @@ def _listing_text(listing: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _changes_text(status: dict[str, Any]) -> str:
+    event = status["last_event_at"]
+    return (
+        f"{_n(status['deleted'])} deleted, {_n(status['changed'])} changed since answered; "
+        f"last event: {event if event is not None else 'none (not watched)'}"
+    )
+
+
 def _eta_text(status: dict[str, Any], exhausted: bool) -> str:
     rate = status["annotated_last_hour"]
     if status["remaining"] == 0:
@@ -66,9 +74,13 @@ def status_rows(status: dict[str, Any]) -> list[tuple[str, Text]]:
         ("keys", Text(_n(status["total"]))),
         ("listing", Text(_listing_text(status["listing"]))),
         ("last key", Text(escape_controls(last_key) if last_key is not None else "-")),
+        ("bucket", Text(_changes_text(status))),
     ]
     entries = status["datasets"] or [
-        {"name": None, **untouched_status(status["total"], status["listing"]["exhausted"])}
+        {
+            "name": None,
+            **untouched_status(status["total"] - status["deleted"], status["listing"]["exhausted"]),
+        }
     ]
     for entry in entries:
         name = entry["name"]
@@ -97,6 +109,14 @@ def _dataset_rows(entry: dict[str, Any], total: int, exhausted: bool) -> list[tu
             ),
         ),
         ("  failed", Text(_n(states["failed"]), style="red" if states["failed"] else "")),
+        (
+            "  bucket",
+            Text(
+                f"{_n(entry.get('deleted_annotated', 0))} annotated keys deleted, "
+                f"{_n(entry.get('changed', 0))} changed since answered",
+                style="yellow" if entry.get("deleted_annotated") or entry.get("changed") else "",
+            ),
+        ),
         ("  progress", Text(_eta_text(entry, exhausted))),
     ]
 

@@ -10,4 +10,5 @@ from tracker.cli.commands import (  # noqa: F401
     sources,
     status,
     sync,
+    watch,
 )

@@ -10,7 +10,9 @@ from tracker.cli import cli
 from tracker.cli.context import AppContext
 from tracker.cli.options import (
     answers_option,
+    changed_option,
     dataset_option,
+    deleted_option,
     match_option,
     source_argument,
     states_option,
@@ -26,6 +28,8 @@ from tracker.states import Answer, ItemState
 @states_option
 @answers_option
 @match_option
+@deleted_option
+@changed_option
 @click.option(
     "--format",
     "fmt",
@@ -42,6 +46,8 @@ def keys(
     states: tuple[str, ...],
     answers: tuple[str, ...],
     match: str | None,
+    deleted: bool,
+    changed: bool,
     fmt: str,
 ) -> None:
     """Print keys in listing order, streamed in constant memory.
@@ -54,12 +60,16 @@ def keys(
     Example:
       tracker keys --state annotated --answer reject
       tracker keys s3://my-bucket/images/ --state failed --format jsonl > failed.jsonl
+      tracker keys --deleted --state annotated
+      tracker keys --changed
     """
     ref = app.dataset(source, dataset)
     where = ItemFilter(
         states=frozenset(ItemState(s) for s in states) if states else None,
         answers=frozenset(Answer(a) for a in answers) if answers else None,
         match=match,
+        deleted=deleted,
+        changed=changed,
     )
     rows = app.store.iter_items(ref, where)
     if fmt == "jsonl":

@@ -9,6 +9,7 @@ from tracker.cli.context import AppContext
 from tracker.cli.keyfiles import read_keys_file
 from tracker.cli.options import (
     answers_option,
+    changed_option,
     check_keys,
     dataset_option,
     dry_run_option,
@@ -31,6 +32,7 @@ from tracker.states import Answer, ItemState
 @answers_option
 @match_option
 @key_option
+@changed_option
 @click.option(
     "--keys-from",
     metavar="FILE",
@@ -55,6 +57,7 @@ def reset(
     answers: tuple[str, ...],
     match: str | None,
     keys: tuple[str, ...],
+    changed: bool,
     keys_from: str | None,
     everything: bool,
     listing: bool,
@@ -74,8 +77,9 @@ def reset(
       tracker keys --state failed --format jsonl > retry.jsonl
       tracker reset --keys-from retry.jsonl --yes
       tracker reset --listing --yes
+      tracker reset --changed --yes
     """
-    filtered = bool(states or answers or match or keys or keys_from)
+    filtered = bool(states or answers or match or keys or keys_from or changed)
     if listing:
         if filtered or everything:
             raise UsageError("--listing resets the listing cursor only; it takes no key filter")
@@ -83,7 +87,8 @@ def reset(
         return
     if not filtered and not everything:
         raise UsageError(
-            "name the keys to reset (--state, --answer, --match, --key, --keys-from) or pass --all"
+            "name the keys to reset (--state, --answer, --match, --key, --keys-from, "
+            "--changed) or pass --all"
         )
     check_keys(keys, "--key")
     selected_keys = set(keys)
@@ -98,6 +103,7 @@ def reset(
         answers=frozenset(Answer(a) for a in answers) if answers else None,
         keys=frozenset(selected_keys) if (keys or keys_from is not None) else None,
         match=match,
+        changed=changed,
     )
     store = app.store
     if dry_run:

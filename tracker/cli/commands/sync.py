@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import click
@@ -17,10 +15,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
+from tracker.cli.options import aws_options, filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stderr, stdout
+from tracker.cli.stopping import StopRequest
 from tracker.db import masked
-from tracker.errors import Interrupted, SourceNotFound, UsageError
-from tracker.filters import KeyFilter, parse_extensions
+from tracker.errors import Interrupted, SourceNotFound
+from tracker.filters import KeyFilter
 from tracker.lister import MAX_PAGE_SIZE, Lister, PageResult
 from tracker.parallel import CLIENT_POOL, ParallelLister, open_plan, shards_done
 from tracker.redact import url_secrets
@@ -58,28 +58,7 @@ class Tally:
         )
 
 
-class StopRequest:
-    """SIGINT/SIGTERM: the first asks to stop after the page being committed; the second
-    stops at once (a page's transaction is atomic, so that loses nothing either)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, _frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print_info("stopping after the current page is committed (press Ctrl-C again to stop now)")
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
+PAGE_STOP = "stopping after the current page is committed (press Ctrl-C again to stop now)"
 
 #: Stands for `"$TRACKER_DB_URL"` (quoted for the shell, unexpanded) in a resume line.
 ENV_DB_PLACEHOLDER = "\0TRACKER_DB_URL\0"
@@ -125,8 +104,7 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     metavar="URL",
     help="S3-compatible server (MinIO, SeaweedFS, ...) [boto3 also reads AWS_ENDPOINT_URL_S3].",
 )
-@click.option("--profile", metavar="NAME", help="AWS profile [default: boto3's chain].")
-@click.option("--region", metavar="NAME", help="AWS region [default: boto3's chain].")
+@aws_options
 @click.option(
     "--page-size",
     type=click.IntRange(1, MAX_PAGE_SIZE),
@@ -146,26 +124,7 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     help="List again from the first page, to find objects added before the cursor. "
     "Known keys keep their state.",
 )
-@click.option(
-    "--ext",
-    multiple=True,
-    metavar="EXT[,EXT...]",
-    help="Take objects with these extensions, any case (repeatable) "
-    "[default: jpg jpeg png gif webp bmp tif tiff heic heif avif, and keys without an "
-    "extension, whose bytes decide when served].",
-)
-@click.option(
-    "--match",
-    multiple=True,
-    metavar="GLOB",
-    help="Take objects whose whole key matches GLOB (`*` also matches `/`; repeatable). "
-    "Without --ext, only the globs decide.",
-)
-@click.option(
-    "--all-objects",
-    is_flag=True,
-    help="Take every object (still never `folder/` placeholders or zero-byte objects).",
-)
+@filter_options
 @click.option(
     "--parallel",
     type=click.IntRange(1, 64),
@@ -202,11 +161,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     app: AppContext = ctx.obj
     app.creates_db = True
     bucket, prefix = parse_source_uri(uri)
-    if options["all_objects"] and (options["ext"] or options["match"]):
-        raise UsageError("--all-objects takes every object: drop --ext / --match, or it")
-    key_filter = KeyFilter.build(
-        parse_extensions(options["ext"]), options["match"], all_objects=options["all_objects"]
-    )
+    key_filter = key_filter_from(options)
     if _parallel_wanted(app, bucket, prefix, options):
         _sync_parallel(ctx, app, uri, bucket, prefix, key_filter, options)
         return
@@ -224,7 +179,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         warn=print_warning,
     )
     tally = Tally()
-    with StopRequest().installed() as stop, _progress(lister.uri, tally) as show:
+    with StopRequest(PAGE_STOP).installed() as stop, _progress(lister.uri, tally) as show:
 
         def on_page(page: PageResult) -> None:
             tally.add(page)
@@ -243,6 +198,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         )
     state = "listing complete" if lister.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {state}")
+    report_deleted(lister.uri, lister.deleted)
 
 
 def _parallel_wanted(app: AppContext, bucket: str, prefix: str, options: dict[str, Any]) -> bool:
@@ -287,11 +243,13 @@ def _sync_parallel(
         warn=print_warning,
     )
     plan = lister.plan()
+    assert lister.source is not None
+    deleted_before = app.store.deleted_count(lister.source)
     if lister.result.resumed:
         print_info(f"{lister.uri}: resuming a parallel listing ({shards_done(plan)})")
     tally = Tally()
     max_pages = options["max_pages"]
-    with StopRequest().installed() as stop, _progress(lister.uri, tally) as on_page:
+    with StopRequest(PAGE_STOP).installed() as stop, _progress(lister.uri, tally) as on_page:
 
         def counted(page: PageResult) -> None:
             tally.add(page)
@@ -315,6 +273,16 @@ def _sync_parallel(
         )
     state = "listing complete" if result.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {chains} chains, {shards}; {state}")
+    report_deleted(lister.uri, app.store.deleted_count(lister.source) - deleted_before)
+
+
+def report_deleted(uri: str, count: int) -> None:
+    """What a complete pass found gone from the bucket."""
+    if count > 0:
+        stdout.print(
+            f"{uri}: {count:,} keys no longer in the bucket, marked deleted (never served "
+            "again; answers are kept: `tracker keys --deleted`)"
+        )
 
 
 @contextmanager
