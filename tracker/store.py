@@ -37,6 +37,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -49,6 +50,7 @@ from tracker.models import (
     ItemState,
     UTCDateTime,
     datasets,
+    inventory_ingests,
     items,
     listing_cursors,
     listing_shards,
@@ -63,6 +65,7 @@ from tracker.records import (
     Cursor,
     DatasetRef,
     ExistingAnswer,
+    InventoryProgress,
     ItemFilter,
     ItemRow,
     Lease,
@@ -72,7 +75,11 @@ from tracker.records import (
     plan_answers,
 )
 from tracker.s3uri import normalize_prefix, prefixes_overlap
+from tracker.s3uri import utf8_after as _utf8_after
 from tracker.shards import ShardCursor
+
+#: Pages of at least this many keys go through COPY on PostgreSQL (see `_insert_objects`).
+COPY_MIN_ROWS = 50
 
 #: Rows per statement when acting on many ids; under every backend's bound-parameter limit.
 _CHUNK = 500
@@ -121,6 +128,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
+        #: Pages this large or larger are recorded through COPY on PostgreSQL; the
+        #: benchmark raises it to time the row-by-row path beside it.
+        self.copy_min_rows = COPY_MIN_ROWS
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -1172,26 +1182,158 @@ class Store:
     def _insert_objects(
         self, conn: Connection, source: SourceRef, page: Sequence[ListedObject]
     ) -> int:
-        """Insert a page's keys (known keys untouched); returns how many were new."""
+        """Insert a page's keys (known keys untouched) in listing order; returns how many
+        were new. The hot path of listing and of inventory ingestion, so it skips
+        SQLAlchemy's per-row parameter processing: on SQLite one driver-level executemany,
+        on PostgreSQL a COPY into a temporary table and one INSERT ... SELECT (row by row
+        costs a round trip per key there). created_at comes from the column's SQL default.
+        """
         if not page:
             return 0
-        # created_at comes from the column's SQL default.
-        rows = [
-            {
-                "source_id": source.id,
-                "key": o.key,
-                "size": o.size,
-                "etag": o.etag,
-                "last_modified": o.last_modified,
-            }
-            for o in page
-        ]
-        statement = self._insert(objects).on_conflict_do_nothing(
-            index_elements=["source_id", "key"]
-        )
+        if self._pg and len(page) >= self.copy_min_rows:
+            return _copy_objects(conn, source, page)
         if self._pg:  # psycopg's executemany reports no total row count
+            statement = self._insert(objects).on_conflict_do_nothing(
+                index_elements=["source_id", "key"]
+            )
+            rows = [
+                {
+                    "source_id": source.id,
+                    "key": o.key,
+                    "size": o.size,
+                    "etag": o.etag,
+                    "last_modified": o.last_modified,
+                }
+                for o in page
+            ]
             return len(conn.execute(statement.returning(objects.c.id), rows).all())
-        return int(conn.execute(statement, rows).rowcount)
+        result = conn.exec_driver_sql(
+            "INSERT INTO objects (source_id, key, size, etag, last_modified) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, key) DO NOTHING",
+            [(source.id, o.key, o.size, o.etag, _sqlite_time(o.last_modified)) for o in page],
+        )
+        return int(result.rowcount)
+
+    # -- S3 Inventory ingestion (`tracker sync --inventory`) ------------------------------
+    #
+    # One row per (source, manifest) holds the position (data file, rows recorded), moved
+    # in the same transaction as each batch of keys; see `tracker.inventory`.
+
+    def inventory(self, source: SourceRef, manifest: str | None = None) -> InventoryProgress | None:
+        """The ingestion of `manifest` into the source; without one, the latest started."""
+        query = select(inventory_ingests).where(inventory_ingests.c.source_id == source.id)
+        if manifest is not None:
+            query = query.where(inventory_ingests.c.manifest == manifest)
+        query = query.order_by(inventory_ingests.c.started_at.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+        return _inventory(row) if row is not None else None
+
+    def start_inventory(
+        self, source: SourceRef, manifest: str, *, snapshot_at: datetime | None, files: int
+    ) -> InventoryProgress:
+        """The ingestion of `manifest`: created at its first file, or as far as it got."""
+        with self._write() as conn:
+            conn.execute(
+                self._insert(inventory_ingests)
+                .values(
+                    source_id=source.id,
+                    manifest=manifest,
+                    snapshot_at=snapshot_at,
+                    files=files,
+                    started_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["source_id", "manifest"])
+            )
+        progress = self.inventory(source, manifest)
+        assert progress is not None
+        return progress
+
+    def record_inventory_batch(
+        self,
+        source: SourceRef,
+        manifest: str,
+        batch: Sequence[ListedObject],
+        *,
+        file_index: int,
+        row_offset: int,
+        max_key: str | None,
+    ) -> int:
+        """Insert a batch of an inventory's keys and move its position to (`file_index`,
+        `row_offset`: rows of that file read so far), in one transaction. The position only
+        moves forward, so a second process reading the same report cannot drag it back.
+        Returns the number of new keys."""
+        where = and_(
+            inventory_ingests.c.source_id == source.id,
+            inventory_ingests.c.manifest == manifest,
+            or_(
+                inventory_ingests.c.file_index < file_index,
+                and_(
+                    inventory_ingests.c.file_index == file_index,
+                    inventory_ingests.c.row_offset < row_offset,
+                ),
+            ),
+        )
+        with self._write() as conn:
+            inserted = self._insert_objects(conn, source, batch)
+            values: dict[str, Any] = {
+                "file_index": file_index,
+                "row_offset": row_offset,
+                "keys_recorded": inventory_ingests.c.keys_recorded + inserted,
+            }
+            if max_key is not None:
+                values["max_key"] = max_key
+            conn.execute(update(inventory_ingests).where(where).values(**values))
+            if inserted:
+                conn.execute(
+                    update(listing_cursors)
+                    .where(listing_cursors.c.source_id == source.id)
+                    .values(keys_listed=listing_cursors.c.keys_listed + inserted)
+                )
+            return inserted
+
+    def finish_inventory(self, source: SourceRef, manifest: str, *, generation: int) -> None:
+        """Mark the ingestion done and move the listing cursor to the end of the report:
+        the next sync lists only keys after its greatest key (one LIST when nothing was
+        added). Like a page, it only moves forward, and not after a `reset --listing`
+        since the ingestion started (`generation`). Then statistics are refreshed."""
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(
+                select(inventory_ingests).where(
+                    inventory_ingests.c.source_id == source.id,
+                    inventory_ingests.c.manifest == manifest,
+                )
+            ).one()
+            if row.finished_at is not None:
+                return
+            current = self._cursor(conn, source, lock=True)
+            if current.generation == generation:
+                move = _cursor_move(current, None, row.max_key, True, now, None)
+                if move:
+                    conn.execute(
+                        update(listing_cursors)
+                        .where(listing_cursors.c.source_id == source.id)
+                        .values(updated_at=now, **move)
+                    )
+            conn.execute(
+                update(inventory_ingests)
+                .where(
+                    inventory_ingests.c.source_id == source.id,
+                    inventory_ingests.c.manifest == manifest,
+                )
+                .values(finished_at=now, file_index=row.files, row_offset=0)
+            )
+        self.analyze()
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after a bulk load (PostgreSQL): without them a
+        key lookup over millions of fresh rows may scan the whole source (autovacuum, which
+        would gather them, may be off or lag on a busy server). SQLite plans without."""
+        if not self._pg:
+            return
+        with translate_db_errors(self.engine.url), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE objects")
 
     def shards(self, source: SourceRef) -> list[ShardCursor]:
         """The source's current shard plan (empty when it was never listed in parallel)."""
@@ -1376,6 +1518,53 @@ def _cursor_move(
     return {}
 
 
+def _copy_objects(conn: Connection, source: SourceRef, page: Sequence[ListedObject]) -> int:
+    """PostgreSQL: a page's keys through COPY into a temporary table (created once per
+    connection, emptied at each commit), then one set-based insert in the page's order."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS objects_in (ord integer, key text, "
+            "size bigint, etag text, last_modified timestamptz) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(
+            "COPY objects_in (ord, key, size, etag, last_modified) FROM STDIN"
+        ) as copy:
+            for index, o in enumerate(page):
+                copy.write_row((index, o.key, o.size, o.etag, o.last_modified))
+        cursor.execute(
+            "INSERT INTO objects (source_id, key, size, etag, last_modified) "
+            "SELECT %s, key, size, etag, last_modified FROM objects_in ORDER BY ord "
+            "ON CONFLICT (source_id, key) DO NOTHING",
+            (source.id,),
+        )
+        inserted = cursor.rowcount
+        # The next page on this connection may come in the same transaction.
+        cursor.execute("TRUNCATE objects_in")
+    return int(inserted)
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A time as SQLAlchemy stores a `UTCDateTime` on SQLite (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def _inventory(row: Any) -> InventoryProgress:
+    return InventoryProgress(
+        manifest=row.manifest,
+        snapshot_at=row.snapshot_at,
+        files=row.files,
+        file_index=row.file_index,
+        row_offset=row.row_offset,
+        keys_recorded=row.keys_recorded,
+        max_key=row.max_key,
+        finished_at=row.finished_at,
+    )
+
+
 def _shard(row: Any) -> ShardCursor:
     return ShardCursor(
         shard=row.shard,
@@ -1446,12 +1635,3 @@ def batched(values: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
     iterator = iter(values)
     while chunk := tuple(islice(iterator, size)):
         yield chunk
-
-
-def _utf8_after(key: str | None, than: str | None) -> bool:
-    """True when `key` sorts after `than` in S3's listing order (UTF-8 bytes)."""
-    if key is None:
-        return False
-    return than is None or key.encode("utf-8", "surrogatepass") > than.encode(
-        "utf-8", "surrogatepass"
-    )

@@ -21,6 +21,7 @@ from tracker.cli.output import print_info, print_warning, stderr, stdout
 from tracker.db import masked
 from tracker.errors import Interrupted, SourceNotFound, UsageError
 from tracker.filters import KeyFilter, parse_extensions
+from tracker.inventory import Ingestion, IngestResult, open_manifest, require_pyarrow
 from tracker.lister import MAX_PAGE_SIZE, Lister, PageResult
 from tracker.parallel import CLIENT_POOL, ParallelLister, open_plan, shards_done
 from tracker.redact import url_secrets
@@ -112,6 +113,8 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
         words += ["--match", value]
     if options["all_objects"]:
         words.append("--all-objects")
+    if options["inventory"]:
+        words += ["--inventory", options["inventory"]]
     line = shlex.join(words).replace(shlex.quote(ENV_DB_PLACEHOLDER), '"$TRACKER_DB_URL"')
     if env_db:
         line += "  (with TRACKER_DB_URL set to the state DB's URL)"
@@ -176,6 +179,14 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     "bucket; each range's cursor is saved with its pages. A parallel listing under way is "
     "resumed by any later sync.",
 )
+@click.option(
+    "--inventory",
+    metavar="s3://BUCKET/PATH",
+    help="Read the keys from an S3 Inventory report instead of listing: its manifest.json, "
+    "or the folder holding its dated report folders (the newest is read). Needs "
+    "pip install 's3-annotation-tracker[inventory]'. Resumable; the next sync lists only "
+    "keys after the report's last one.",
+)
 @click.pass_context
 def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     """List s3://BUCKET[/PREFIX] into the state DB, continuing where the last sync stopped.
@@ -198,6 +209,7 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
       tracker sync s3://my-bucket --endpoint-url http://127.0.0.1:8333 --max-pages 10
       tracker --db postgresql://annotate@db/tracker sync s3://my-bucket --from-start
       tracker sync s3://my-bucket/images/ --parallel 8
+      tracker sync s3://my-bucket --inventory s3://inventories/my-bucket/daily/
     """
     app: AppContext = ctx.obj
     app.creates_db = True
@@ -207,6 +219,9 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     key_filter = KeyFilter.build(
         parse_extensions(options["ext"]), options["match"], all_objects=options["all_objects"]
     )
+    if options["inventory"]:
+        _sync_inventory(ctx, app, bucket, prefix, key_filter, options)
+        return
     if _parallel_wanted(app, bucket, prefix, options):
         _sync_parallel(ctx, app, uri, bucket, prefix, key_filter, options)
         return
@@ -243,6 +258,64 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         )
     state = "listing complete" if lister.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {state}")
+
+
+def _sync_inventory(
+    ctx: click.Context,
+    app: AppContext,
+    bucket: str,
+    prefix: str,
+    key_filter: KeyFilter,
+    options: dict[str, Any],
+) -> None:
+    """`sync --inventory`: a report's keys instead of a listing (see `tracker.inventory`)."""
+    for name in ("from_start", "max_pages"):
+        if options[name]:
+            raise UsageError(f"--{name.replace('_', '-')} is for listing; drop it or --inventory")
+    if options["parallel"] > 1:
+        raise UsageError("--parallel is for listing; drop it or --inventory")
+    require_pyarrow()
+    client = make_client(
+        options["endpoint_url"], profile=options["profile"], region=options["region"]
+    )
+    ingestion = Ingestion(
+        app.store, client, open_manifest(client, options["inventory"]), bucket, prefix, key_filter
+    )
+    manifest = ingestion.manifest
+    print_info(
+        f"{ingestion.uri}: reading inventory {manifest.uri} ({manifest.file_format}, "
+        f"{len(manifest.files)} files, snapshot {manifest.snapshot})"
+    )
+    started = time.monotonic()
+    last = [started]
+
+    def on_batch(result: IngestResult) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PLAIN_PROGRESS_EVERY_S:
+            last[0] = now
+            print_info(f"{ingestion.uri}: {_inventory_line(result, now - started)}")
+
+    with StopRequest().installed() as stop:
+        result = ingestion.run(should_stop=lambda: stop.requested, on_batch=on_batch)
+    if result.already:
+        stdout.print(f"{ingestion.uri}: inventory {manifest.uri} was already read; nothing to do")
+        return
+    line = _inventory_line(result, time.monotonic() - started)
+    if not result.finished:
+        again = resume_command(ctx, ingestion.uri, options)
+        raise Interrupted(f"interrupted after {line}, all committed; resume with: {again}")
+    stdout.print(
+        f"{ingestion.uri}: inventory of {manifest.snapshot} read: {line}; "
+        "the next sync lists only keys after its last one"
+    )
+
+
+def _inventory_line(result: IngestResult, elapsed: float) -> str:
+    rate = result.rows / elapsed if elapsed > 0 else 0.0
+    return (
+        f"{result.files:,} files, {result.rows:,} rows read, {result.taken:,} keys taken "
+        f"({result.new:,} new), {rate:,.0f} rows/s"
+    )
 
 
 def _parallel_wanted(app: AppContext, bucket: str, prefix: str, options: dict[str, Any]) -> bool:
