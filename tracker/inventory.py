@@ -159,7 +159,7 @@ class Ingestion:
         progress = self.store.start_inventory(
             source,
             self.manifest.uri,
-            snapshot_at=self.manifest.created_at,
+            snapshot_at=self.manifest.snapshot_at,
             files=len(self.manifest.files),
         )
         if progress.finished:

@@ -61,11 +61,20 @@ class Manifest:
     created_at: datetime | None
 
     @property
-    def snapshot(self) -> str:
-        """The report's date for people: its creation time, else its folder's name."""
+    def snapshot_at(self) -> datetime | None:
+        """The report's date: its `creationTimestamp`, else its folder's name."""
         if self.created_at is not None:
-            return self.created_at.strftime("%Y-%m-%dT%H:%MZ")
-        return self.uri.rsplit("/", 2)[-2]
+            return self.created_at
+        folder = self.uri.rsplit("/", 2)[-2]
+        if not SNAPSHOT_FOLDER.match(folder):
+            return None
+        return datetime.strptime(folder, "%Y-%m-%dT%H-%MZ").replace(tzinfo=UTC)
+
+    @property
+    def snapshot(self) -> str:
+        """The report's date for people."""
+        when = self.snapshot_at
+        return when.strftime("%Y-%m-%d %H:%M UTC") if when is not None else "undated"
 
 
 def parse_manifest(raw: bytes, bucket: str, key: str) -> Manifest:

@@ -43,6 +43,19 @@ def _listing_text(listing: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _inventory_text(inventory: dict[str, Any]) -> str:
+    snapshot = inventory["snapshot_at"]
+    when = f"snapshot of {snapshot[:16].replace('T', ' ')} UTC" if snapshot else "undated"
+    if inventory["finished"]:
+        done = "read"
+    else:
+        done = f"{inventory['files_read']}/{inventory['files']} files read so far"
+    return (
+        f"{when}, {done}: {_n(inventory['keys_recorded'])} keys added "
+        f"({escape_controls(inventory['manifest'])})"
+    )
+
+
 def _eta_text(status: dict[str, Any], exhausted: bool) -> str:
     rate = status["annotated_last_hour"]
     if status["remaining"] == 0:
@@ -67,6 +80,9 @@ def status_rows(status: dict[str, Any]) -> list[tuple[str, Text]]:
         ("listing", Text(_listing_text(status["listing"]))),
         ("last key", Text(escape_controls(last_key) if last_key is not None else "-")),
     ]
+    inventory = status["listing"].get("inventory")
+    if inventory is not None:
+        rows.append(("inventory", Text(_inventory_text(inventory))))
     entries = status["datasets"] or [
         {"name": None, **untouched_status(status["total"], status["listing"]["exhausted"])}
     ]
