@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datasets, listing, memory, parallel, resume, scale
+from bench import bulk, datasets, listing, memory, parallel, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -77,6 +77,13 @@ def main() -> None:
         emit(resume.run(client, "bench", keys, repeats).markdown())
         emit(memory.run(server.endpoint_url, "bench", store_keys, repeats).markdown())
         emit(listing.run(client, "bench", objects, repeats).markdown())
+        # Recording pages (PostgreSQL row by row vs set-based) and S3 Inventory ingestion.
+        record_keys = 50_000 if args.quick else 500_000
+        inventory_keys = 250_000 if args.quick else 2_000_000
+        print(f"bulk: {inventory_keys:,} inventory keys...", file=sys.stderr, flush=True)
+        pg_bulk = None if args.no_postgres else PG_URL
+        for table in bulk.run(client, record_keys, inventory_keys, pg_bulk):
+            emit(table.markdown())
     # Its own SeaweedFS: the bucket is filled with unsigned PUTs (see bench/parallel.py).
     # The target is measured on >= 50,000 keys per layout: the full mode.
     parallel_keys = 10_000 if args.quick else 100_000

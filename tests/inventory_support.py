@@ -110,9 +110,7 @@ def upload_inventory(
         body = data_file(rows, source_bucket, file_format)
         key = f"{base}/data/{uuid.uuid4()}.{extension}"
         client.put_object(Bucket=inventory_bucket, Key=key, Body=body)
-        listed.append(
-            {"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()}
-        )
+        listed.append({"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
     schema = {
         "CSV": CSV_SCHEMA,
         "Parquet": "message s3.inventory { required binary bucket (STRING); ... }",

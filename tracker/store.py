@@ -78,9 +78,6 @@ from tracker.s3uri import normalize_prefix, prefixes_overlap
 from tracker.s3uri import utf8_after as _utf8_after
 from tracker.shards import ShardCursor
 
-#: Pages of at least this many keys go through COPY on PostgreSQL (see `_insert_objects`).
-COPY_MIN_ROWS = 50
-
 #: Rows per statement when acting on many ids; under every backend's bound-parameter limit.
 _CHUNK = 500
 
@@ -128,9 +125,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
-        #: Pages this large or larger are recorded through COPY on PostgreSQL; the
-        #: benchmark raises it to time the row-by-row path beside it.
-        self.copy_min_rows = COPY_MIN_ROWS
+        #: Keys are inserted set-based on PostgreSQL (`_insert_objects`); the benchmark
+        #: turns it off to time the row-by-row path beside it.
+        self.bulk_insert = True
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -1185,13 +1182,13 @@ class Store:
         """Insert a page's keys (known keys untouched) in listing order; returns how many
         were new. The hot path of listing and of inventory ingestion, so it skips
         SQLAlchemy's per-row parameter processing: on SQLite one driver-level executemany,
-        on PostgreSQL a COPY into a temporary table and one INSERT ... SELECT (row by row
-        costs a round trip per key there). created_at comes from the column's SQL default.
+        on PostgreSQL one INSERT ... SELECT from the page's columns as arrays (row by row
+        costs ~4x more there). created_at comes from the column's SQL default.
         """
         if not page:
             return 0
-        if self._pg and len(page) >= self.copy_min_rows:
-            return _copy_objects(conn, source, page)
+        if self._pg and self.bulk_insert:
+            return _bulk_insert_objects(conn, source, page)
         if self._pg:  # psycopg's executemany reports no total row count
             statement = self._insert(objects).on_conflict_do_nothing(
                 index_elements=["source_id", "key"]
@@ -1518,38 +1515,41 @@ def _cursor_move(
     return {}
 
 
-def _copy_objects(conn: Connection, source: SourceRef, page: Sequence[ListedObject]) -> int:
-    """PostgreSQL: a page's keys through COPY into a temporary table (created once per
-    connection, emptied at each commit), then one set-based insert in the page's order."""
+def _bulk_insert_objects(conn: Connection, source: SourceRef, page: Sequence[ListedObject]) -> int:
+    """PostgreSQL: a page's keys as four arrays unnested into one set-based insert, in the
+    page's order (one round trip whatever the page's size). Times go as integer
+    microseconds since the epoch: psycopg adapts an array of datetimes ~8x slower."""
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS objects_in (ord integer, key text, "
-            "size bigint, etag text, last_modified timestamptz) ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy(
-            "COPY objects_in (ord, key, size, etag, last_modified) FROM STDIN"
-        ) as copy:
-            for index, o in enumerate(page):
-                copy.write_row((index, o.key, o.size, o.etag, o.last_modified))
-        cursor.execute(
             "INSERT INTO objects (source_id, key, size, etag, last_modified) "
-            "SELECT %s, key, size, etag, last_modified FROM objects_in ORDER BY ord "
+            "SELECT %s, k, s, e, timestamptz 'epoch' + m * interval '1 microsecond' "
+            "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[]) "
+            "WITH ORDINALITY AS page(k, s, e, m, n) ORDER BY n "
             "ON CONFLICT (source_id, key) DO NOTHING",
-            (source.id,),
+            (
+                source.id,
+                [o.key for o in page],
+                [o.size for o in page],
+                [o.etag for o in page],
+                [
+                    None if o.last_modified is None else round(o.last_modified.timestamp() * 1e6)
+                    for o in page
+                ],
+            ),
         )
-        inserted = cursor.rowcount
-        # The next page on this connection may come in the same transaction.
-        cursor.execute("TRUNCATE objects_in")
-    return int(inserted)
+        return int(cursor.rowcount)
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
     """A time as SQLAlchemy stores a `UTCDateTime` on SQLite (naive UTC, microseconds)."""
     if value is None:
         return None
-    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat is ~2x faster than strftime; [:26] drops the "+00:00".
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _inventory(row: Any) -> InventoryProgress:

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from tests.cli_support import run_cli
 from tests.faultproxy import put_objects
-from tests.inventory_support import MODIFIED, Row, upload_inventory
 from tests.integration.test_sync_cli import dump, keys_in
+from tests.inventory_support import MODIFIED, Row, upload_inventory
 from tests.s3servers import temporary_bucket
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 from tracker.models import inventory_ingests, objects
@@ -133,7 +133,12 @@ def test_a_destination_prefix_reads_the_newest_report(
     the listing's filter options applied to its rows."""
     client = seaweedfs.client()
     upload_inventory(
-        client, inventory_bucket, bucket, [[Row("old.jpg")]], "Parquet", snapshot="2026-11-19T00-00Z"
+        client,
+        inventory_bucket,
+        bucket,
+        [[Row("old.jpg")]],
+        "Parquet",
+        snapshot="2026-11-19T00-00Z",
     )
     upload_inventory(
         client,
@@ -232,7 +237,9 @@ def test_without_pyarrow_the_error_names_the_extra(sqlite_url, bucket, tmp_path,
 def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1"
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION="us-east-1",
     )
     return env
 
@@ -259,9 +266,7 @@ def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
     """Proves resumability: a sync killed (SIGKILL) after a batch of a file was committed
     and before the file ended continues at that row offset; in the end every key is there
     once, keys_listed counts each once, and the run after the kill read only what was left."""
-    files = [
-        [Row(f"k/{f}/{i:06d}.jpg") for i in range(KILL_ROWS)] for f in range(2)
-    ]
+    files = [[Row(f"k/{f}/{i:06d}.jpg") for i in range(KILL_ROWS)] for f in range(2)]
     manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, files, "CSV")
     command = [sys.executable, "-m", "tracker", "--db", db_url, "sync", f"s3://{bucket}",
                "--endpoint-url", seaweedfs.endpoint_url, "--inventory", manifest]  # fmt: skip
@@ -280,7 +285,9 @@ def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
     at_kill = progress(db_url)
     assert at_kill is not None and at_kill[1] > 0 and at_kill[1] < KILL_ROWS
 
-    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     # The rerun read the rest only: the rows of files before, and of this one up to the
     # offset, were not read again.
@@ -289,8 +296,10 @@ def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
     expected = sorted(r.key for rows in files for r in rows)
     with Store.open(db_url) as store, store.engine.connect() as conn:
         source = store.source(bucket)
-        stored = conn.execute(
-            sa.select(objects.c.key).where(objects.c.source_id == source.id)
-        ).scalars().all()
+        stored = (
+            conn.execute(sa.select(objects.c.key).where(objects.c.source_id == source.id))
+            .scalars()
+            .all()
+        )
         assert store.cursor(source).keys_listed == len(expected)
     assert sorted(stored) == expected
