@@ -1,6 +1,6 @@
 """Bulk recording: pages on SQLite and PostgreSQL (PostgreSQL row by row, the old path,
-beside the set-based insert, the new one, in the same run), and S3 Inventory ingestion on SQLite beside
-its floor, pyarrow reading the same files and nothing else.
+beside the set-based insert, the new one, in the same run), and S3 Inventory ingestion on
+SQLite beside its floor: pyarrow reading the same files into Python values, nothing else.
 
 The inventory is a real report in AWS's layout on a local SeaweedFS (one manifest, data
 files of 250,000 rows); ingestion includes downloading and checking each file's MD5.

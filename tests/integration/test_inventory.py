@@ -303,3 +303,39 @@ def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
         )
         assert store.cursor(source).keys_listed == len(expected)
     assert sorted(stored) == expected
+
+
+def reltuples(url: str) -> float:
+    """PostgreSQL's row estimate for `objects`: -1 until the table is first analyzed."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return float(
+                conn.execute(
+                    sa.text("SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_statistics_are_fresh_after_bulk_recording(
+    pg_url, bucket, inventory_bucket, seaweedfs, capsys, monkeypatch
+):
+    """Proves ANALYZE after an inventory and after a sync that added many keys (the
+    threshold lowered here from 100,000): the planner knows the rows without autovacuum."""
+    from tracker.cli.commands import sync as sync_command
+
+    rows = [[Row(f"k/{i:03d}.jpg") for i in range(40)]]
+    manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, rows, "Parquet")
+    result = sync(
+        capsys, pg_url, seaweedfs.endpoint_url, f"s3://{bucket}/k/", "--inventory", manifest
+    )
+    assert result.code == 0, result.err
+    assert reltuples(pg_url) == 40
+
+    monkeypatch.setattr(sync_command, "ANALYZE_AFTER_KEYS", 5)
+    put_objects(seaweedfs.endpoint_url, bucket, [f"l/{i}.jpg" for i in range(10)])
+    result = sync(capsys, pg_url, seaweedfs.endpoint_url, f"s3://{bucket}/l/")
+    assert result.code == 0, result.err
+    assert reltuples(pg_url) == 50

@@ -28,6 +28,10 @@ from tracker.redact import url_secrets
 from tracker.s3 import make_client
 from tracker.s3uri import parse_source_uri
 
+#: A sync that added at least this many keys refreshes PostgreSQL's statistics after it
+#: (`Store.analyze`): plans chosen for an empty table would scan millions of rows.
+ANALYZE_AFTER_KEYS = 100_000
+
 #: Without a terminal, at most one progress line per this many seconds (plus the summary).
 PLAIN_PROGRESS_EVERY_S = 2.0
 
@@ -248,6 +252,8 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         lister.run(
             max_pages=options["max_pages"], should_stop=lambda: stop.requested, on_page=on_page
         )
+    if tally.new >= ANALYZE_AFTER_KEYS:
+        app.store.analyze()
     if stop.requested and not lister.exhausted:
         again = resume_command(ctx, lister.uri, options)
         if options["from_start"]:
@@ -377,6 +383,8 @@ def _sync_parallel(
             ),
             on_page=counted,
         )
+    if tally.new >= ANALYZE_AFTER_KEYS:
+        app.store.analyze()
     shards = f"{result.shards_done}/{result.shards} shards done"
     if stop.requested and not result.exhausted:
         again = resume_command(ctx, lister.uri, options)
