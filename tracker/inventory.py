@@ -19,6 +19,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,15 +93,22 @@ def _folders(client: Any, bucket: str, prefix: str) -> list[str]:
     return folders
 
 
-def _get(client: Any, bucket: str, key: str) -> bytes:
+@contextmanager
+def _reading(bucket: str, key: str, missing: str) -> Iterator[None]:
+    """S3's errors reading an object as one line: `missing` when it does not exist."""
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+        yield
     except ClientError as error:
         if error_code(error) in {"NoSuchKey", "404"}:
-            raise InventoryError(f"no inventory manifest at {format_s3_uri(bucket, key)}") from None
+            raise InventoryError(missing) from None
         raise S3Error(describe(error, bucket, key)) from None
     except BotoCoreError as error:
         raise S3Error(describe(error, bucket, key)) from None
+
+
+def _get(client: Any, bucket: str, key: str) -> bytes:
+    with _reading(bucket, key, f"no inventory manifest at {format_s3_uri(bucket, key)}"):
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -212,24 +220,16 @@ class Ingestion:
         """The file to `path`, its MD5 checked against the manifest's."""
         bucket = self.manifest.bucket
         digest = hashlib.md5(usedforsecurity=False)
-        try:
+        where = format_s3_uri(bucket, data.key)
+        with _reading(bucket, data.key, f"{where}, listed in {self.manifest.uri}, does not exist"):
             body = self.client.get_object(Bucket=bucket, Key=data.key)["Body"]
             with open(path, "wb") as out:
                 for chunk in body.iter_chunks(CHUNK_BYTES):
                     digest.update(chunk)
                     out.write(chunk)
-        except ClientError as error:
-            if error_code(error) in {"NoSuchKey", "404"}:
-                raise InventoryError(
-                    f"{format_s3_uri(bucket, data.key)}, listed in {self.manifest.uri}, "
-                    "does not exist"
-                ) from None
-            raise S3Error(describe(error, bucket, data.key)) from None
-        except BotoCoreError as error:
-            raise S3Error(describe(error, bucket, data.key)) from None
         if data.md5 is not None and digest.hexdigest() != data.md5.lower():
             raise InventoryError(
-                f"{format_s3_uri(bucket, data.key)}: MD5 {digest.hexdigest()} differs from "
+                f"{where}: MD5 {digest.hexdigest()} differs from "
                 f"the manifest's {data.md5}; none of its rows were recorded"
             )
 

@@ -205,8 +205,8 @@ def take_rows(
     latest = columns.get("islatest")
     markers = columns.get("isdeletemarker")
     taken: list[ListedObject] = []
-    max_key: str | None = None
-    max_bytes = b""
+    # Python orders str by code point, which is S3's UTF-8 byte order for valid keys.
+    max_key = ""
     for i in range(count):
         if buckets[i] != bucket:
             continue
@@ -219,9 +219,8 @@ def take_rows(
         key = decode_key(raw) if encoded else raw
         if not key.startswith(prefix):
             continue
-        encoded_key = key.encode("utf-8", "surrogatepass")
-        if encoded_key > max_bytes:
-            max_key, max_bytes = key, encoded_key
+        if key > max_key:
+            max_key = key
         size = sizes[i]
         size = int(size) if size is not None and size != "" else None  # type: ignore[call-overload]
         if not key_filter.accepts(key, size):
@@ -235,4 +234,4 @@ def take_rows(
                 _time(times[i]),
             )
         )
-    return Taken(taken, max_key)
+    return Taken(taken, max_key or None)

@@ -4,7 +4,6 @@ the state DB on SQLite and PostgreSQL (see tests/inventory_support.py for the la
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import sqlalchemy as sa
 from tests.cli_support import run_cli
 from tests.faultproxy import put_objects
 from tests.integration.test_sync_cli import dump, keys_in
+from tests.integration.test_sync_crash import subprocess_env
 from tests.inventory_support import MODIFIED, Row, upload_inventory
 from tests.s3servers import temporary_bucket
-from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 from tracker.models import inventory_ingests, objects
 from tracker.store import Store
 
@@ -232,16 +231,6 @@ def test_without_pyarrow_the_error_names_the_extra(sqlite_url, bucket, tmp_path,
         "error: reading an S3 Inventory needs pyarrow: "
         "pip install 's3-annotation-tracker[inventory]'"
     ]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    return env
 
 
 #: Rows per data file in the kill test: several batches (of 50,000) per file.

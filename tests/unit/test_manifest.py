@@ -117,3 +117,11 @@ def test_csv_rows_are_strings_decoded():
     assert [(o.key, o.size) for o in taken.objects] == [("p/a b.jpg", 3), ("p/c+d.jpg", None)]
     assert taken.objects[0].last_modified == datetime(2026, 1, 1, tzinfo=UTC)
     assert taken.objects[1].last_modified is None
+
+
+def test_the_greatest_key_is_in_s3s_utf8_order():
+    """A character outside the BMP (4 UTF-8 bytes) sorts after every BMP one, as in S3."""
+    keys = ["p/😀.jpg", "p/\ufb01.jpg", "p/z.jpg"]
+    columns = {"bucket": ["b"] * 3, "key": keys}
+    taken = take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=False)
+    assert taken.max_key == max(keys, key=lambda k: k.encode("utf-8")) == "p/😀.jpg"
