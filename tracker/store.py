@@ -125,8 +125,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
-        #: Keys are inserted set-based on PostgreSQL (`_insert_objects`); the benchmark
-        #: turns it off to time the row-by-row path beside it.
+        #: Keys are inserted set-based (`_insert_objects`); the benchmark turns it off to
+        #: time the row-by-row path, through SQLAlchemy, beside it.
         self.bulk_insert = True
 
     @classmethod
@@ -1187,29 +1187,31 @@ class Store:
         """
         if not page:
             return 0
-        if self._pg and self.bulk_insert:
+        if self.bulk_insert and self._pg:
             return _bulk_insert_objects(conn, source, page)
-        if self._pg:  # psycopg's executemany reports no total row count
-            statement = self._insert(objects).on_conflict_do_nothing(
-                index_elements=["source_id", "key"]
+        if self.bulk_insert:
+            result = conn.exec_driver_sql(
+                "INSERT INTO objects (source_id, key, size, etag, last_modified) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, key) DO NOTHING",
+                [(source.id, o.key, o.size, o.etag, _sqlite_time(o.last_modified)) for o in page],
             )
-            rows = [
-                {
-                    "source_id": source.id,
-                    "key": o.key,
-                    "size": o.size,
-                    "etag": o.etag,
-                    "last_modified": o.last_modified,
-                }
-                for o in page
-            ]
-            return len(conn.execute(statement.returning(objects.c.id), rows).all())
-        result = conn.exec_driver_sql(
-            "INSERT INTO objects (source_id, key, size, etag, last_modified) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, key) DO NOTHING",
-            [(source.id, o.key, o.size, o.etag, _sqlite_time(o.last_modified)) for o in page],
+            return int(result.rowcount)
+        statement = self._insert(objects).on_conflict_do_nothing(
+            index_elements=["source_id", "key"]
         )
-        return int(result.rowcount)
+        rows = [
+            {
+                "source_id": source.id,
+                "key": o.key,
+                "size": o.size,
+                "etag": o.etag,
+                "last_modified": o.last_modified,
+            }
+            for o in page
+        ]
+        if self._pg:  # psycopg's executemany reports no total row count
+            return len(conn.execute(statement.returning(objects.c.id), rows).all())
+        return int(conn.execute(statement, rows).rowcount)
 
     # -- S3 Inventory ingestion (`tracker sync --inventory`) ------------------------------
     #

@@ -144,10 +144,11 @@ def test_record_page_inserts_pending_keys_and_advances_cursor(store, src, ds):
 
 @pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "row-by-row"])
 def test_a_page_is_recorded_exactly_in_listing_order_on_either_path(store, src, bulk):
-    """Proves PostgreSQL's set-based insert (unnested arrays) and its row-by-row one agree
-    (on SQLite both are the driver's executemany): keys in the page's order (the frontier walks
-    ids), duplicates and known keys skipped and not counted, size / ETag / time exact to
-    the microsecond (on SQLite read back through the column's type), None kept."""
+    """Proves the set-based insert (PostgreSQL: unnested arrays; SQLite: the driver's
+    executemany, times formatted as SQLAlchemy would) and the row-by-row one agree: keys in
+    the page's order (the frontier walks ids), duplicates and known keys skipped and not
+    counted, size / ETag / time exact to the microsecond (read back through the column's
+    type), None kept."""
     store.bulk_insert = bulk
     when = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
     add(store, src, ["m"])
