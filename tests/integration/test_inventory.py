@@ -294,6 +294,38 @@ def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
     assert sorted(stored) == expected
 
 
+def test_ctrl_c_stops_after_a_batch_and_says_how_to_resume(
+    sqlite_url, bucket, inventory_bucket, seaweedfs
+):
+    """Proves Ctrl-C (SIGINT) mid-file: exit 130, the batch read is committed, and the
+    printed command (with --inventory) continues to the end."""
+    files = [[Row(f"k/{i:06d}.jpg") for i in range(KILL_ROWS)]]
+    manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, files, "Parquet")
+    command = [sys.executable, "-m", "tracker", "--db", sqlite_url, "sync", f"s3://{bucket}",
+               "--endpoint-url", seaweedfs.endpoint_url, "--inventory", manifest]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        at = progress(sqlite_url)
+        if at is not None and at[1] > 0:
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert "all committed; resume with: tracker --db" in line and f"--inventory {manifest}" in line
+    at_stop = progress(sqlite_url)
+    assert at_stop is not None and 0 < at_stop[1] < KILL_ROWS
+    done = subprocess.run(
+        command, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(keys_in(sqlite_url, bucket)) == KILL_ROWS
+
+
 def reltuples(url: str) -> float:
     """PostgreSQL's row estimate for `objects`: -1 until the table is first analyzed."""
     engine = sa.create_engine(url)
