@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datasets, listing, memory, parallel, resume, scale
+from bench import bulk, datasets, listing, memory, parallel, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -37,6 +37,10 @@ def fill_bucket(client, bucket: str, count: int) -> list[str]:  # type: ignore[n
     return keys
 
 
+#: The benchmarks, in the report's order (`--only` picks some).
+SECTIONS = ("resume", "memory", "listing", "bulk", "parallel", "scale", "datasets")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -46,7 +50,14 @@ def main() -> None:
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL figures")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only this benchmark (repeatable) [default: all]",
+    )
     args = parser.parse_args()
+    wanted = set(args.only or SECTIONS)
 
     objects = 5_000 if args.quick else 20_000
     store_keys = 100_000 if args.quick else 1_000_000
@@ -70,24 +81,40 @@ def main() -> None:
         sections.append(text)
         print(text, flush=True)
 
+    pg = None if args.no_postgres else PG_URL
     with SeaweedFS() as server:
         client = server.client()
-        print(f"filling a bucket with {objects:,} objects...", file=sys.stderr, flush=True)
-        keys = fill_bucket(client, "bench", objects)
-        emit(resume.run(client, "bench", keys, repeats).markdown())
-        emit(memory.run(server.endpoint_url, "bench", store_keys, repeats).markdown())
-        emit(listing.run(client, "bench", objects, repeats).markdown())
-    # Its own SeaweedFS: the bucket is filled with unsigned PUTs (see bench/parallel.py).
-    # The target is measured on >= 50,000 keys per layout: the full mode.
-    parallel_keys = 10_000 if args.quick else 100_000
-    print(f"parallel listing: {parallel_keys:,} keys per layout...", file=sys.stderr, flush=True)
-    delays = (0.1,) if args.quick else (0.1, 0.3)
-    for table in parallel.run(parallel_keys, 1 if args.quick else repeats, delays):
-        emit(table.markdown())
-    pg = None if args.no_postgres else PG_URL
-    emit(scale.run(store_keys, repeats, pg).markdown())
-    dataset_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
-    emit(datasets.run(dataset_sizes, pg).markdown())
+        if wanted & {"resume", "memory", "listing"}:
+            print(f"filling a bucket with {objects:,} objects...", file=sys.stderr, flush=True)
+            keys = fill_bucket(client, "bench", objects)
+        if "resume" in wanted:
+            emit(resume.run(client, "bench", keys, repeats).markdown())
+        if "memory" in wanted:
+            emit(memory.run(server.endpoint_url, "bench", store_keys, repeats).markdown())
+        if "listing" in wanted:
+            emit(listing.run(client, "bench", objects, repeats).markdown())
+        if "bulk" in wanted:
+            # Recording pages (PostgreSQL row by row vs set-based), S3 Inventory ingestion.
+            record_keys = 50_000 if args.quick else 500_000
+            inventory_keys = 250_000 if args.quick else 2_000_000
+            print(f"bulk: {inventory_keys:,} inventory keys...", file=sys.stderr, flush=True)
+            for table in bulk.run(client, record_keys, inventory_keys, pg):
+                emit(table.markdown())
+    if "parallel" in wanted:
+        # Its own SeaweedFS: the bucket is filled with unsigned PUTs (see bench/parallel.py).
+        # The target is measured on >= 50,000 keys per layout: the full mode.
+        parallel_keys = 10_000 if args.quick else 100_000
+        print(
+            f"parallel listing: {parallel_keys:,} keys per layout...", file=sys.stderr, flush=True
+        )
+        delays = (0.1,) if args.quick else (0.1, 0.3)
+        for table in parallel.run(parallel_keys, 1 if args.quick else repeats, delays):
+            emit(table.markdown())
+    if "scale" in wanted:
+        emit(scale.run(store_keys, repeats, pg).markdown())
+    if "datasets" in wanted:
+        dataset_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
+        emit(datasets.run(dataset_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

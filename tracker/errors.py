@@ -55,3 +55,8 @@ class Interrupted(TrackerError):
     """Ctrl-C: committed work is kept; the message says how to resume."""
 
     exit_code = 130
+
+
+class InventoryError(UsageError):
+    """An S3 Inventory report that cannot be read: no manifest, bad JSON, another bucket,
+    an unsupported format, a data file whose checksum differs, pyarrow not installed."""

@@ -46,6 +46,9 @@ NAMING_CONVENTION = {
 #: S3 allows keys of up to 1024 bytes of UTF-8; a character is at least one byte.
 MAX_KEY_LENGTH = 1024
 
+#: An s3:// URI of an inventory manifest: a bucket name, a key and the scheme.
+MAX_MANIFEST_LENGTH = MAX_KEY_LENGTH + 80
+
 #: Integer primary keys that are 64-bit on PostgreSQL and SQLite's rowid alias on SQLite.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -331,3 +334,33 @@ class ListingShard(Base):
 
 
 listing_shards: Table = ListingShard.__table__  # type: ignore[assignment]
+
+
+class InventoryIngest(Base):
+    """An S3 Inventory report read into a source (`tracker sync --inventory`), and how far.
+
+    Data files are read in the manifest's order; `file_index` is the file being read and
+    `row_offset` the rows of it already recorded, moved in the same transaction as each
+    batch of keys, so a killed ingestion continues exactly there. `max_key` is the greatest
+    key of the source seen so far: once `finished_at` is set, the source's listing cursor
+    continues after it. `snapshot_at` is the report's date, shown by `tracker status`.
+    """
+
+    __tablename__ = "inventory_ingests"
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The manifest's s3:// URI: one report is one row, whatever path named it.
+    manifest: Mapped[str] = mapped_column(String(MAX_MANIFEST_LENGTH), primary_key=True)
+    snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    files: Mapped[int] = mapped_column(Integer)
+    file_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    row_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    keys_recorded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    max_key: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+inventory_ingests: Table = InventoryIngest.__table__  # type: ignore[assignment]

@@ -70,6 +70,25 @@ class ListedObject:
 
 
 @dataclass(frozen=True)
+class InventoryProgress:
+    """How far an S3 Inventory report has been read into a source (`sync --inventory`)."""
+
+    manifest: str
+    snapshot_at: datetime | None
+    files: int
+    #: The data file being read (its index in the manifest) and its rows recorded so far.
+    file_index: int
+    row_offset: int
+    keys_recorded: int
+    max_key: str | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True)
 class Lease:
     """A key handed to one owner until `expires_at`; `token` fences what the owner may do
     with it (hand it over, release it) once someone else could hold it."""

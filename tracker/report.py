@@ -100,6 +100,18 @@ def source_status(store: Store, source: SourceRef, dataset: str | None = None) -
         status.update({name: untouched[name] for name in _DATASET_FIELDS})
     else:
         status.update(dict.fromkeys(_DATASET_FIELDS))
+    # Only for a source read from an S3 Inventory (`sync --inventory`): its latest report.
+    inventory = store.inventory(source)
+    if inventory is not None:
+        status["listing"]["inventory"] = {
+            "manifest": inventory.manifest,
+            "snapshot_at": _iso(inventory.snapshot_at),
+            "files": inventory.files,
+            "files_read": inventory.file_index,
+            "keys_recorded": inventory.keys_recorded,
+            "finished": inventory.finished,
+            "finished_at": _iso(inventory.finished_at),
+        }
     # Only for a source listed in parallel (`sync --parallel N`): its shards done / total.
     shards = _shards(store, source)
     if shards is not None:

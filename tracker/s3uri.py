@@ -73,3 +73,12 @@ def normalize_prefix(prefix: str) -> str:
 def prefixes_overlap(a: str, b: str) -> bool:
     """True when one normalised prefix holds keys of the other (``""`` holds every key)."""
     return a.startswith(b) or b.startswith(a)
+
+
+def utf8_after(key: str | None, than: str | None) -> bool:
+    """True when `key` sorts after `than` in S3's listing order (UTF-8 bytes)."""
+    if key is None:
+        return False
+    return than is None or key.encode("utf-8", "surrogatepass") > than.encode(
+        "utf-8", "surrogatepass"
+    )

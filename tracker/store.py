@@ -51,6 +51,7 @@ from tracker.models import (
     ItemState,
     UTCDateTime,
     datasets,
+    inventory_ingests,
     items,
     listing_cursors,
     listing_shards,
@@ -66,6 +67,7 @@ from tracker.records import (
     Cursor,
     DatasetRef,
     ExistingAnswer,
+    InventoryProgress,
     ItemFilter,
     ItemRow,
     Lease,
@@ -75,6 +77,7 @@ from tracker.records import (
     plan_answers,
 )
 from tracker.s3uri import normalize_prefix, prefixes_overlap
+from tracker.s3uri import utf8_after as _utf8_after
 from tracker.shards import ShardCursor
 
 #: Rows per statement when acting on many ids; under every backend's bound-parameter limit.
@@ -133,6 +136,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pg = engine.dialect.name == "postgresql"
+        #: Keys are inserted set-based (`_insert_objects`); the benchmark turns it off to
+        #: time the row-by-row path, through SQLAlchemy, beside it.
+        self.bulk_insert = True
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -1220,34 +1226,28 @@ class Store:
     ) -> int:
         """Insert a page's keys, and bring the known keys of `seen` (default: `page`) up to
         date: listed size and ETag, live again, seen by the current pass. Rows already so
-        are not written. Returns how many keys were new."""
+        are not written. Returns how many keys were new.
+
+        The hot path of listing and of inventory ingestion, so the insert skips
+        SQLAlchemy's per-row parameter processing: on PostgreSQL one INSERT ... SELECT from
+        the page's columns as arrays (row by row costs ~4x more there), on SQLite multi-row
+        VALUES. Both return the keys inserted, so that only the others are refreshed.
+        created_at comes from the column's SQL default.
+        """
         seen = page if seen is None else seen
         if not page and not seen:
             return 0
         pass_seq = conn.execute(
             select(listing_cursors.c.pass_seq).where(listing_cursors.c.source_id == source.id)
         ).scalar_one()
-        inserted = 0
+        new_keys: set[str] = set()
         if page:
-            # created_at comes from the column's SQL default.
-            rows = [
-                {
-                    "source_id": source.id,
-                    "key": o.key,
-                    "size": o.size,
-                    "etag": o.etag,
-                    "last_modified": o.last_modified,
-                    "seen_pass": pass_seq,
-                }
-                for o in page
-            ]
-            statement = self._insert(objects).on_conflict_do_nothing(
-                index_elements=["source_id", "key"]
-            )
-            # The keys inserted, so that only the others are refreshed below (RETURNING:
-            # psycopg's executemany reports no total row count anyway).
-            new_keys = set(conn.execute(statement.returning(objects.c.key), rows).scalars())
-            inserted = len(new_keys)
+            if not self.bulk_insert:
+                new_keys = self._insert_rows(conn, source, page, pass_seq)
+            elif self._pg:
+                new_keys = _bulk_insert_objects(conn, source, page, pass_seq)
+            else:
+                new_keys = _sqlite_insert_objects(conn, source, page, pass_seq)
             seen = [o for o in seen if o.key not in new_keys]
         if seen:
             conn.execute(
@@ -1264,7 +1264,28 @@ class Store:
                     for o in seen
                 ],
             )
-        return inserted
+        return len(new_keys)
+
+    def _insert_rows(
+        self, conn: Connection, source: SourceRef, page: Sequence[ListedObject], pass_seq: int
+    ) -> set[str]:
+        """The row-by-row insert through SQLAlchemy (`bulk_insert = False`: the benchmark's
+        baseline); returns the keys inserted."""
+        rows = [
+            {
+                "source_id": source.id,
+                "key": o.key,
+                "size": o.size,
+                "etag": o.etag,
+                "last_modified": o.last_modified,
+                "seen_pass": pass_seq,
+            }
+            for o in page
+        ]
+        statement = self._insert(objects).on_conflict_do_nothing(
+            index_elements=["source_id", "key"]
+        )
+        return set(conn.execute(statement.returning(objects.c.key), rows).scalars())
 
     @cached_property
     def _refresh_seen(self) -> Any:
@@ -1456,6 +1477,127 @@ class Store:
                 ).scalar_one()
             )
 
+    # -- S3 Inventory ingestion (`tracker sync --inventory`) ------------------------------
+    #
+    # One row per (source, manifest) holds the position (data file, rows recorded), moved
+    # in the same transaction as each batch of keys; see `tracker.inventory`.
+
+    def inventory(self, source: SourceRef, manifest: str | None = None) -> InventoryProgress | None:
+        """The ingestion of `manifest` into the source; without one, the latest started."""
+        query = select(inventory_ingests).where(inventory_ingests.c.source_id == source.id)
+        if manifest is not None:
+            query = query.where(inventory_ingests.c.manifest == manifest)
+        query = query.order_by(inventory_ingests.c.started_at.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).one_or_none()
+        return _inventory(row) if row is not None else None
+
+    def start_inventory(
+        self, source: SourceRef, manifest: str, *, snapshot_at: datetime | None, files: int
+    ) -> InventoryProgress:
+        """The ingestion of `manifest`: created at its first file, or as far as it got."""
+        with self._write() as conn:
+            conn.execute(
+                self._insert(inventory_ingests)
+                .values(
+                    source_id=source.id,
+                    manifest=manifest,
+                    snapshot_at=snapshot_at,
+                    files=files,
+                    started_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["source_id", "manifest"])
+            )
+        progress = self.inventory(source, manifest)
+        assert progress is not None
+        return progress
+
+    def record_inventory_batch(
+        self,
+        source: SourceRef,
+        manifest: str,
+        batch: Sequence[ListedObject],
+        *,
+        file_index: int,
+        row_offset: int,
+        max_key: str | None,
+    ) -> int:
+        """Insert a batch of an inventory's keys and move its position to (`file_index`,
+        `row_offset`: rows of that file read so far), in one transaction. The position only
+        moves forward, so a second process reading the same report cannot drag it back.
+        Returns the number of new keys."""
+        where = and_(
+            inventory_ingests.c.source_id == source.id,
+            inventory_ingests.c.manifest == manifest,
+            or_(
+                inventory_ingests.c.file_index < file_index,
+                and_(
+                    inventory_ingests.c.file_index == file_index,
+                    inventory_ingests.c.row_offset < row_offset,
+                ),
+            ),
+        )
+        with self._write() as conn:
+            inserted = self._insert_objects(conn, source, batch)
+            values: dict[str, Any] = {
+                "file_index": file_index,
+                "row_offset": row_offset,
+                "keys_recorded": inventory_ingests.c.keys_recorded + inserted,
+            }
+            if max_key is not None:
+                values["max_key"] = max_key
+            conn.execute(update(inventory_ingests).where(where).values(**values))
+            if inserted:
+                conn.execute(
+                    update(listing_cursors)
+                    .where(listing_cursors.c.source_id == source.id)
+                    .values(keys_listed=listing_cursors.c.keys_listed + inserted)
+                )
+            return inserted
+
+    def finish_inventory(self, source: SourceRef, manifest: str, *, generation: int) -> None:
+        """Mark the ingestion done and move the listing cursor to the end of the report:
+        the next sync lists only keys after its greatest key (one LIST when nothing was
+        added). Like a page, it only moves forward, and not after a `reset --listing`
+        since the ingestion started (`generation`). Then statistics are refreshed."""
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(
+                select(inventory_ingests).where(
+                    inventory_ingests.c.source_id == source.id,
+                    inventory_ingests.c.manifest == manifest,
+                )
+            ).one()
+            if row.finished_at is not None:
+                return
+            current = self._cursor(conn, source, lock=True)
+            if current.generation == generation:
+                move = _cursor_move(current, None, row.max_key, True, now, None)
+                if move:
+                    conn.execute(
+                        update(listing_cursors)
+                        .where(listing_cursors.c.source_id == source.id)
+                        .values(updated_at=now, **move)
+                    )
+            conn.execute(
+                update(inventory_ingests)
+                .where(
+                    inventory_ingests.c.source_id == source.id,
+                    inventory_ingests.c.manifest == manifest,
+                )
+                .values(finished_at=now, file_index=row.files, row_offset=0)
+            )
+        self.analyze()
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after a bulk load (PostgreSQL): without them a
+        key lookup over millions of fresh rows may scan the whole source (autovacuum, which
+        would gather them, may be off or lag on a busy server). SQLite plans without."""
+        if not self._pg:
+            return
+        with translate_db_errors(self.engine.url), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE objects")
+
     def shards(self, source: SourceRef) -> list[ShardCursor]:
         """The source's current shard plan (empty when it was never listed in parallel)."""
         with self._read() as conn:
@@ -1645,6 +1787,92 @@ def _cursor_move(
     return {}
 
 
+def _bulk_insert_objects(
+    conn: Connection, source: SourceRef, page: Sequence[ListedObject], pass_seq: int
+) -> set[str]:
+    """PostgreSQL: a page's keys as four arrays unnested into one set-based insert, in the
+    page's order (one round trip whatever the page's size). Times go as integer
+    microseconds since the epoch: psycopg adapts an array of datetimes ~8x slower. Returns
+    the keys inserted."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO objects (source_id, key, size, etag, last_modified, seen_pass) "
+            "SELECT %s, k, s, e, timestamptz 'epoch' + m * interval '1 microsecond', %s "
+            "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[]) "
+            "WITH ORDINALITY AS page(k, s, e, m, n) ORDER BY n "
+            "ON CONFLICT (source_id, key) DO NOTHING RETURNING key",
+            (
+                source.id,
+                pass_seq,
+                [o.key for o in page],
+                [o.size for o in page],
+                [o.etag for o in page],
+                [
+                    None if o.last_modified is None else round(o.last_modified.timestamp() * 1e6)
+                    for o in page
+                ],
+            ),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+#: Rows per multi-row INSERT on SQLite: 6 parameters each, under SQLite's 32,766 (>= 3.32).
+SQLITE_INSERT_ROWS = 5_000
+
+
+def _sqlite_insert_objects(
+    conn: Connection, source: SourceRef, page: Sequence[ListedObject], pass_seq: int
+) -> set[str]:
+    """SQLite: a page's keys in multi-row INSERTs through the driver, in the page's order;
+    returns the keys inserted (RETURNING skips those already known)."""
+    inserted: set[str] = set()
+    for start in range(0, len(page), SQLITE_INSERT_ROWS):
+        chunk = page[start : start + SQLITE_INSERT_ROWS]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        parameters: list[Any] = []
+        for o in chunk:
+            parameters += [
+                source.id,
+                o.key,
+                o.size,
+                o.etag,
+                _sqlite_time(o.last_modified),
+                pass_seq,
+            ]
+        rows = conn.exec_driver_sql(
+            "INSERT INTO objects (source_id, key, size, etag, last_modified, seen_pass) "
+            f"VALUES {values} ON CONFLICT (source_id, key) DO NOTHING RETURNING key",
+            tuple(parameters),
+        )
+        inserted.update(row[0] for row in rows)
+    return inserted
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A time as SQLAlchemy stores a `UTCDateTime` on SQLite (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat is ~2x faster than strftime; [:26] drops the "+00:00".
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _inventory(row: Any) -> InventoryProgress:
+    return InventoryProgress(
+        manifest=row.manifest,
+        snapshot_at=row.snapshot_at,
+        files=row.files,
+        file_index=row.file_index,
+        row_offset=row.row_offset,
+        keys_recorded=row.keys_recorded,
+        max_key=row.max_key,
+        finished_at=row.finished_at,
+    )
+
+
 def _shard(row: Any) -> ShardCursor:
     return ShardCursor(
         shard=row.shard,
@@ -1740,12 +1968,3 @@ def batched(values: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
     iterator = iter(values)
     while chunk := tuple(islice(iterator, size)):
         yield chunk
-
-
-def _utf8_after(key: str | None, than: str | None) -> bool:
-    """True when `key` sorts after `than` in S3's listing order (UTF-8 bytes)."""
-    if key is None:
-        return False
-    return than is None or key.encode("utf-8", "surrogatepass") > than.encode(
-        "utf-8", "surrogatepass"
-    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import and_, select
@@ -140,6 +140,40 @@ def test_record_page_inserts_pending_keys_and_advances_cursor(store, src, ds):
     assert (cursor.pages_listed, cursor.keys_listed) == (1, 3)
     stored = row(store, ds, "b")
     assert (stored.size, stored.etag) == (1, '"1"')
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "row-by-row"])
+def test_a_page_is_recorded_exactly_in_listing_order_on_either_path(store, src, bulk):
+    """Proves the set-based insert (PostgreSQL: unnested arrays; SQLite: the driver's
+    executemany, times formatted as SQLAlchemy would) and the row-by-row one agree: keys in
+    the page's order (the frontier walks ids), duplicates and known keys skipped and not
+    counted, size / ETag / time exact to the microsecond (read back through the column's
+    type), None kept."""
+    store.bulk_insert = bulk
+    when = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    add(store, src, ["m"])
+    page = [
+        ListedObject("z", 1, "e1", when),
+        ListedObject("a", 2, None, None),
+        ListedObject("m", 3, "known", when),
+        ListedObject("z", 4, "dup", when),
+        ListedObject("ü ä+%20", 5, "e5", when.astimezone(timezone(timedelta(hours=2)))),
+    ]
+    inserted = store.record_page(src, page, next_token=None, last_key="ü", exhausted=True)
+    assert inserted == 3
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(objects.c.key, objects.c.size, objects.c.etag, objects.c.last_modified)
+            .where(objects.c.source_id == src.id)
+            .order_by(objects.c.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("m", 1, '"0"', None),
+        ("z", 1, "e1", when),
+        ("a", 2, None, None),
+        ("ü ä+%20", 5, "e5", when),
+    ]
+    assert store.cursor(src).keys_listed == 4
 
 
 def test_re_recording_a_page_keeps_states_and_counts_only_new_keys(store, src, ds):

@@ -51,6 +51,19 @@ def _changes_text(status: dict[str, Any]) -> str:
     )
 
 
+def _inventory_text(inventory: dict[str, Any]) -> str:
+    snapshot = inventory["snapshot_at"]
+    when = f"snapshot of {snapshot[:16].replace('T', ' ')} UTC" if snapshot else "undated"
+    if inventory["finished"]:
+        done = "read"
+    else:
+        done = f"{inventory['files_read']}/{inventory['files']} files read so far"
+    return (
+        f"{when}, {done}: {_n(inventory['keys_recorded'])} keys added "
+        f"({escape_controls(inventory['manifest'])})"
+    )
+
+
 def _eta_text(status: dict[str, Any], exhausted: bool) -> str:
     rate = status["annotated_last_hour"]
     if status["remaining"] == 0:
@@ -76,6 +89,9 @@ def status_rows(status: dict[str, Any]) -> list[tuple[str, Text]]:
         ("last key", Text(escape_controls(last_key) if last_key is not None else "-")),
         ("bucket", Text(_changes_text(status))),
     ]
+    inventory = status["listing"].get("inventory")
+    if inventory is not None:
+        rows.append(("inventory", Text(_inventory_text(inventory))))
     entries = status["datasets"] or [
         {
             "name": None,

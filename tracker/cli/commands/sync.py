@@ -19,13 +19,18 @@ from tracker.cli.options import aws_options, filter_options, key_filter_from
 from tracker.cli.output import print_info, print_warning, stderr, stdout
 from tracker.cli.stopping import StopRequest
 from tracker.db import masked
-from tracker.errors import Interrupted, SourceNotFound
+from tracker.errors import Interrupted, SourceNotFound, UsageError
 from tracker.filters import KeyFilter
+from tracker.inventory import Ingestion, IngestResult, open_manifest, require_pyarrow
 from tracker.lister import MAX_PAGE_SIZE, Lister, PageResult
 from tracker.parallel import CLIENT_POOL, ParallelLister, open_plan, shards_done
 from tracker.redact import url_secrets
 from tracker.s3 import make_client
 from tracker.s3uri import parse_source_uri
+
+#: A sync that added at least this many keys refreshes PostgreSQL's statistics after it
+#: (`Store.analyze`): plans chosen for an empty table would scan millions of rows.
+ANALYZE_AFTER_KEYS = 100_000
 
 #: Without a terminal, at most one progress line per this many seconds (plus the summary).
 PLAIN_PROGRESS_EVERY_S = 2.0
@@ -91,6 +96,8 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
         words += ["--match", value]
     if options["all_objects"]:
         words.append("--all-objects")
+    if options["inventory"]:
+        words += ["--inventory", options["inventory"]]
     line = shlex.join(words).replace(shlex.quote(ENV_DB_PLACEHOLDER), '"$TRACKER_DB_URL"')
     if env_db:
         line += "  (with TRACKER_DB_URL set to the state DB's URL)"
@@ -135,6 +142,14 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     "bucket; each range's cursor is saved with its pages. A parallel listing under way is "
     "resumed by any later sync.",
 )
+@click.option(
+    "--inventory",
+    metavar="s3://BUCKET/PATH",
+    help="Read the keys from an S3 Inventory report instead of listing: its manifest.json, "
+    "or the folder holding its dated report folders (the newest is read). Needs "
+    "pip install 's3-annotation-tracker[inventory]'. Resumable; the next sync lists only "
+    "keys after the report's last one.",
+)
 @click.pass_context
 def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     """List s3://BUCKET[/PREFIX] into the state DB, continuing where the last sync stopped.
@@ -157,11 +172,15 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
       tracker sync s3://my-bucket --endpoint-url http://127.0.0.1:8333 --max-pages 10
       tracker --db postgresql://annotate@db/tracker sync s3://my-bucket --from-start
       tracker sync s3://my-bucket/images/ --parallel 8
+      tracker sync s3://my-bucket --inventory s3://inventories/my-bucket/daily/
     """
     app: AppContext = ctx.obj
     app.creates_db = True
     bucket, prefix = parse_source_uri(uri)
     key_filter = key_filter_from(options)
+    if options["inventory"]:
+        _sync_inventory(ctx, app, bucket, prefix, key_filter, options)
+        return
     if _parallel_wanted(app, bucket, prefix, options):
         _sync_parallel(ctx, app, uri, bucket, prefix, key_filter, options)
         return
@@ -188,6 +207,8 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
         lister.run(
             max_pages=options["max_pages"], should_stop=lambda: stop.requested, on_page=on_page
         )
+    if tally.new >= ANALYZE_AFTER_KEYS:
+        app.store.analyze()
     if stop.requested and not lister.exhausted:
         again = resume_command(ctx, lister.uri, options)
         if options["from_start"]:
@@ -199,6 +220,64 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     state = "listing complete" if lister.exhausted else "more to list: run again to continue"
     stdout.print(f"{lister.uri}: {tally.line()}; {state}")
     report_deleted(lister.uri, lister.deleted)
+
+
+def _sync_inventory(
+    ctx: click.Context,
+    app: AppContext,
+    bucket: str,
+    prefix: str,
+    key_filter: KeyFilter,
+    options: dict[str, Any],
+) -> None:
+    """`sync --inventory`: a report's keys instead of a listing (see `tracker.inventory`)."""
+    for name in ("from_start", "max_pages"):
+        if options[name]:
+            raise UsageError(f"--{name.replace('_', '-')} is for listing; drop it or --inventory")
+    if options["parallel"] > 1:
+        raise UsageError("--parallel is for listing; drop it or --inventory")
+    require_pyarrow()
+    client = make_client(
+        options["endpoint_url"], profile=options["profile"], region=options["region"]
+    )
+    ingestion = Ingestion(
+        app.store, client, open_manifest(client, options["inventory"]), bucket, prefix, key_filter
+    )
+    manifest = ingestion.manifest
+    print_info(
+        f"{ingestion.uri}: reading inventory {manifest.uri} ({manifest.file_format}, "
+        f"{len(manifest.files)} files, snapshot {manifest.snapshot})"
+    )
+    started = time.monotonic()
+    last = [started]
+
+    def on_batch(result: IngestResult) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PLAIN_PROGRESS_EVERY_S:
+            last[0] = now
+            print_info(f"{ingestion.uri}: {_inventory_line(result, now - started)}")
+
+    with StopRequest().installed() as stop:
+        result = ingestion.run(should_stop=lambda: stop.requested, on_batch=on_batch)
+    if result.already:
+        stdout.print(f"{ingestion.uri}: inventory {manifest.uri} was already read; nothing to do")
+        return
+    line = _inventory_line(result, time.monotonic() - started)
+    if not result.finished:
+        again = resume_command(ctx, ingestion.uri, options)
+        raise Interrupted(f"interrupted after {line}, all committed; resume with: {again}")
+    stdout.print(
+        f"{ingestion.uri}: inventory of {manifest.snapshot} read: {line}; "
+        "the next sync lists only keys after its last one"
+    )
+
+
+def _inventory_line(result: IngestResult, elapsed: float) -> str:
+    rate = result.rows / elapsed if elapsed > 0 else 0.0
+    return (
+        f"{result.files:,} files, {result.rows:,} rows read, {result.taken:,} keys taken "
+        f"({result.new:,} new), {rate:,.0f} rows/s"
+    )
 
 
 def _parallel_wanted(app: AppContext, bucket: str, prefix: str, options: dict[str, Any]) -> bool:
@@ -262,6 +341,8 @@ def _sync_parallel(
             ),
             on_page=counted,
         )
+    if tally.new >= ANALYZE_AFTER_KEYS:
+        app.store.analyze()
     shards = f"{result.shards_done}/{result.shards} shards done"
     if stop.requested and not result.exhausted:
         again = resume_command(ctx, lister.uri, options)

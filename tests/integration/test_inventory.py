@@ -1,0 +1,362 @@
+"""`tracker sync --inventory`: S3 Inventory reports in AWS's layout on SeaweedFS, read into
+the state DB on SQLite and PostgreSQL (see tests/inventory_support.py for the layout)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.cli_support import run_cli
+from tests.faultproxy import put_objects
+from tests.integration.test_sync_cli import dump, keys_in
+from tests.integration.test_sync_crash import subprocess_env
+from tests.inventory_support import MODIFIED, Row, upload_inventory
+from tests.s3servers import temporary_bucket
+from tracker.models import inventory_ingests, objects
+from tracker.store import Store
+
+FORMATS = ["CSV", "Parquet", "ORC"]
+
+#: Current objects of s3://BUCKET/photos/ that the default filter takes, as S3 names them.
+TAKEN = [
+    "photos/a b.jpg",
+    "photos/plus+sign.jpg",
+    "photos/percent%20literal.png",
+    "photos/ünïcødé/çø.jpg",
+    "photos/日本/写真.jpeg",
+    "photos/noext",
+    "photos/old.jpg",
+    "photos/zz-last.jpg",
+    "photos/b.jpg",
+    "photos/c d+e.jpg",
+]
+
+
+def report_rows() -> list[list[Row]]:
+    """Two data files: what is taken, and each thing a listing would leave out too."""
+    first = [
+        Row("photos/a b.jpg"),
+        Row("photos/plus+sign.jpg"),
+        Row("photos/percent%20literal.png"),
+        Row("photos/ünïcødé/çø.jpg"),
+        Row("photos/日本/写真.jpeg"),
+        Row("photos/noext"),
+        Row("photos/folder/", size=0),  # a folder placeholder
+        Row("photos/empty.jpg", size=0),  # zero bytes
+        Row("photos/readme.txt"),  # not an image: the default filter leaves it out
+        Row("other/x.jpg"),  # outside the prefix
+        Row("photos/old.jpg", latest=False, version="v1"),  # an older version
+        Row("photos/old.jpg", latest=True, version="v2"),
+        Row("photos/gone.jpg", delete_marker=True, version="v3"),
+        Row("photos/x.jpg", bucket="another-bucket"),
+    ]
+    # Not in key order: the cursor goes after the greatest key, wherever it is.
+    second = [Row("photos/zz-last.jpg"), Row("photos/b.jpg"), Row("photos/c d+e.jpg")]
+    return [first, second]
+
+
+@pytest.fixture
+def inventory_bucket(seaweedfs, s3_env) -> Iterator[str]:
+    yield from temporary_bucket(seaweedfs)
+
+
+def sync(capsys, db_url, endpoint, source, *args):  # type: ignore[no-untyped-def]
+    return run_cli(capsys, "--db", db_url, "sync", source, "--endpoint-url", endpoint, *args)
+
+
+@pytest.mark.parametrize("file_format", FORMATS)
+def test_inventory_records_the_current_objects_with_exact_keys(
+    db_url, bucket, inventory_bucket, seaweedfs, capsys, file_format
+):
+    """Proves, per format and database: exact keys (URL-encoded in CSV: spaces, `+`, `%`,
+    unicode), the listing's filters, current versions only, no delete markers, size /
+    ETag / last-modified recorded; status names the snapshot; a second run changes
+    nothing; the next sync continues after the report's greatest key with one LIST."""
+    client = seaweedfs.client()
+    manifest = upload_inventory(client, inventory_bucket, bucket, report_rows(), file_format)
+    source = f"s3://{bucket}/photos/"
+    result = sync(capsys, db_url, seaweedfs.endpoint_url, source, "--inventory", manifest)
+    assert result.code == 0, result.err
+    assert "inventory of 2026-11-20 00:00 UTC read" in result.out
+    assert sorted(keys_in(db_url, bucket, "photos/")) == sorted(TAKEN)
+
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(objects.c.size, objects.c.etag, objects.c.last_modified).where(
+                objects.c.key == "photos/c d+e.jpg"
+            )
+        ).one()
+        cursor = store.cursor(store.source(bucket, "photos/"))
+    assert row.size == 10 and row.etag == Row("photos/c d+e.jpg").etag
+    assert row.last_modified.replace(tzinfo=None) == MODIFIED.replace(tzinfo=None)
+    # The greatest key under the prefix (UTF-8 order), though the filter took it or not.
+    assert cursor.last_key == "photos/日本/写真.jpeg" and cursor.exhausted
+    assert cursor.keys_listed == len(TAKEN)
+
+    status = run_cli(capsys, "--db", db_url, "status", source, "--json")
+    inventory = json.loads(status.out)["sources"][0]["listing"]["inventory"]
+    assert inventory["manifest"] == manifest and inventory["finished"]
+    assert inventory["snapshot_at"].startswith("2026-11-20T00:00:00")
+    assert inventory["keys_recorded"] == len(TAKEN) and inventory["files_read"] == 2
+    text = run_cli(capsys, "--db", db_url, "status", source).out
+    assert "snapshot of 2026-11-20 00:00 UTC, read" in text
+
+    before = dump(db_url)
+    again = sync(capsys, db_url, seaweedfs.endpoint_url, source, "--inventory", manifest)
+    assert again.code == 0, again.err
+    assert "already read" in again.out
+    assert dump(db_url) == before
+
+    # Objects added since: one sorting after the report's last key is found by one LIST;
+    # one sorting before is not (that takes --from-start), as after a listing.
+    client.put_object(Bucket=bucket, Key="photos/日本/写真2.jpeg", Body=b"new")
+    put_objects(seaweedfs.endpoint_url, bucket, ["photos/aaa.jpg"])
+    later = sync(capsys, db_url, seaweedfs.endpoint_url, source)
+    assert later.code == 0, later.err
+    assert later.out.startswith(f"{source}: 1 page, 1 keys listed (1 new)")
+    assert sorted(keys_in(db_url, bucket, "photos/")) == sorted([*TAKEN, "photos/日本/写真2.jpeg"])
+
+
+def test_a_destination_prefix_reads_the_newest_report(
+    db_url, bucket, inventory_bucket, seaweedfs, capsys
+):
+    """Proves that naming the inventory's folder reads the newest dated report there, with
+    the listing's filter options applied to its rows."""
+    client = seaweedfs.client()
+    upload_inventory(
+        client,
+        inventory_bucket,
+        bucket,
+        [[Row("old.jpg")]],
+        "Parquet",
+        snapshot="2026-11-19T00-00Z",
+    )
+    upload_inventory(
+        client,
+        inventory_bucket,
+        bucket,
+        [[Row("new.jpg"), Row("new.png"), Row("notes.txt")]],
+        "Parquet",
+        snapshot="2026-11-20T00-00Z",
+    )
+    # A newer folder whose manifest is not written yet is passed over.
+    client.put_object(
+        Bucket=inventory_bucket, Key=f"inventories/{bucket}/daily/2026-11-21T00-00Z/x", Body=b""
+    )
+    folder = f"s3://{inventory_bucket}/inventories/{bucket}/daily"
+    result = sync(
+        capsys, db_url, seaweedfs.endpoint_url, f"s3://{bucket}", "--inventory", folder,
+        "--ext", "png,txt",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert sorted(keys_in(db_url, bucket)) == ["new.png", "notes.txt"]
+
+
+def bad_report(client, inventory_bucket, bucket, case):  # type: ignore[no-untyped-def]
+    """A manifest URI that is wrong in the way `case` says."""
+    rows = [[Row("a.jpg"), Row("b.jpg")]]
+    if case == "missing":
+        return f"s3://{inventory_bucket}/nothing/manifest.json"
+    if case == "no dated folder":
+        return f"s3://{inventory_bucket}/nothing/"
+    if case == "other bucket":
+        return upload_inventory(client, inventory_bucket, "someone-else", rows, "CSV")
+    if case == "format":
+        return upload_inventory(
+            client, inventory_bucket, bucket, rows, "CSV", manifest_extra={"fileFormat": "JSON"}
+        )
+    uri = upload_inventory(client, inventory_bucket, bucket, rows, "CSV")
+    key = uri.split("/", 3)[3]
+    if case == "json":
+        client.put_object(Bucket=inventory_bucket, Key=key, Body=b"{not json")
+    else:  # md5: the data file is rewritten after the manifest was made
+        data = json.loads(client.get_object(Bucket=inventory_bucket, Key=key)["Body"].read())
+        client.put_object(Bucket=inventory_bucket, Key=data["files"][0]["key"], Body=b"other")
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "no inventory manifest at s3://"),
+        ("no dated folder", "no report folder (YYYY-MM-DDTHH-MMZ/) with a manifest.json"),
+        ("json", "is not valid JSON"),
+        ("other bucket", "is an inventory of bucket 'someone-else'"),
+        ("format", "unsupported fileFormat 'JSON'"),
+        ("md5", "differs from the manifest's"),
+    ],
+)
+def test_a_bad_report_is_one_line_and_writes_nothing(
+    db_url, bucket, inventory_bucket, seaweedfs, capsys, case, message
+):
+    """Proves each bad report fails in one line with exit code 2, before any key or
+    progress of it is written (the MD5 is checked before a row of the file is read)."""
+    uri = bad_report(seaweedfs.client(), inventory_bucket, bucket, case)
+    Store.open(db_url).close()
+    before = dump(db_url)
+    result = sync(capsys, db_url, seaweedfs.endpoint_url, f"s3://{bucket}", "--inventory", uri)
+    assert result.code == 2
+    # (the MD5 case says first which report it reads, as every ingestion does)
+    errors = [line for line in result.err_lines if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and errors[0] == result.err_lines[-1]
+    assert "Traceback" not in result.err
+    if case == "md5":  # the source and its ingestion exist; no key of the bad file does
+        assert keys_in(db_url, bucket) == []
+    else:
+        assert dump(db_url) == before
+
+
+def test_without_pyarrow_the_error_names_the_extra(sqlite_url, bucket, tmp_path, seaweedfs):
+    """Proves the one-line error and exit code when pyarrow is not installed (an import
+    hook in the child process makes `import pyarrow` fail, as on a plain install)."""
+    blocker = tmp_path / "blocker"
+    (blocker / "pyarrow").mkdir(parents=True)
+    (blocker / "pyarrow" / "__init__.py").write_text("raise ImportError('No module pyarrow')\n")
+    env = {**subprocess_env(), "PYTHONPATH": str(blocker)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", sqlite_url, "sync", f"s3://{bucket}",
+         "--endpoint-url", seaweedfs.endpoint_url, "--inventory", "s3://x-inv/manifest.json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: reading an S3 Inventory needs pyarrow: "
+        "pip install 's3-annotation-tracker[inventory]'"
+    ]
+
+
+#: Rows per data file in the kill test: several batches (of 50,000) per file.
+KILL_ROWS = 120_000
+
+
+def progress(url: str) -> tuple[int, int] | None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(inventory_ingests)).one_or_none()
+    except sa.exc.DBAPIError:  # the table is not created yet
+        return None
+    finally:
+        engine.dispose()
+    return None if row is None else (row.file_index, row.row_offset)
+
+
+def test_sigkill_mid_file_then_rerun_loses_and_doubles_nothing(
+    db_url, bucket, inventory_bucket, seaweedfs, tmp_path: Path
+):
+    """Proves resumability: a sync killed (SIGKILL) after a batch of a file was committed
+    and before the file ended continues at that row offset; in the end every key is there
+    once, keys_listed counts each once, and the run after the kill read only what was left."""
+    files = [[Row(f"k/{f}/{i:06d}.jpg") for i in range(KILL_ROWS)] for f in range(2)]
+    manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, files, "CSV")
+    command = [sys.executable, "-m", "tracker", "--db", db_url, "sync", f"s3://{bucket}",
+               "--endpoint-url", seaweedfs.endpoint_url, "--inventory", manifest]  # fmt: skip
+    process = subprocess.Popen(command, env=subprocess_env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    killed_at = None
+    while time.monotonic() < deadline and process.poll() is None:
+        at = progress(db_url)
+        if at is not None and at[1] > 0:  # mid-file: some batches of a file committed
+            process.send_signal(signal.SIGKILL)
+            killed_at = at
+            break
+        time.sleep(0.02)
+    process.wait(30)
+    assert killed_at is not None, "the ingestion ended before a batch could be seen"
+    at_kill = progress(db_url)
+    assert at_kill is not None and at_kill[1] > 0 and at_kill[1] < KILL_ROWS
+
+    done = subprocess.run(
+        command, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    # The rerun read the rest only: the rows of files before, and of this one up to the
+    # offset, were not read again.
+    read_again = int(done.stdout.split(" rows read")[0].rsplit(" ", 1)[-1].replace(",", ""))
+    assert read_again == 2 * KILL_ROWS - (at_kill[0] * KILL_ROWS + at_kill[1])
+    expected = sorted(r.key for rows in files for r in rows)
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        source = store.source(bucket)
+        stored = (
+            conn.execute(sa.select(objects.c.key).where(objects.c.source_id == source.id))
+            .scalars()
+            .all()
+        )
+        assert store.cursor(source).keys_listed == len(expected)
+    assert sorted(stored) == expected
+
+
+def test_ctrl_c_stops_after_a_batch_and_says_how_to_resume(
+    sqlite_url, bucket, inventory_bucket, seaweedfs
+):
+    """Proves Ctrl-C (SIGINT) mid-file: exit 130, the batch read is committed, and the
+    printed command (with --inventory) continues to the end."""
+    files = [[Row(f"k/{i:06d}.jpg") for i in range(KILL_ROWS)]]
+    manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, files, "Parquet")
+    command = [sys.executable, "-m", "tracker", "--db", sqlite_url, "sync", f"s3://{bucket}",
+               "--endpoint-url", seaweedfs.endpoint_url, "--inventory", manifest]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        at = progress(sqlite_url)
+        if at is not None and at[1] > 0:
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert "all committed; resume with: tracker --db" in line and f"--inventory {manifest}" in line
+    at_stop = progress(sqlite_url)
+    assert at_stop is not None and 0 < at_stop[1] < KILL_ROWS
+    done = subprocess.run(
+        command, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(keys_in(sqlite_url, bucket)) == KILL_ROWS
+
+
+def reltuples(url: str) -> float:
+    """PostgreSQL's row estimate for `objects`: -1 until the table is first analyzed."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return float(
+                conn.execute(
+                    sa.text("SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_statistics_are_fresh_after_bulk_recording(
+    pg_url, bucket, inventory_bucket, seaweedfs, capsys, monkeypatch
+):
+    """Proves ANALYZE after an inventory and after a sync that added many keys (the
+    threshold lowered here from 100,000): the planner knows the rows without autovacuum."""
+    from tracker.cli.commands import sync as sync_command
+
+    rows = [[Row(f"k/{i:03d}.jpg") for i in range(40)]]
+    manifest = upload_inventory(seaweedfs.client(), inventory_bucket, bucket, rows, "Parquet")
+    result = sync(
+        capsys, pg_url, seaweedfs.endpoint_url, f"s3://{bucket}/k/", "--inventory", manifest
+    )
+    assert result.code == 0, result.err
+    assert reltuples(pg_url) == 40
+
+    monkeypatch.setattr(sync_command, "ANALYZE_AFTER_KEYS", 5)
+    put_objects(seaweedfs.endpoint_url, bucket, [f"l/{i}.jpg" for i in range(10)])
+    result = sync(capsys, pg_url, seaweedfs.endpoint_url, f"s3://{bucket}/l/")
+    assert result.code == 0, result.err
+    assert reltuples(pg_url) == 50
