@@ -64,6 +64,7 @@ class Tally:
 
 
 PAGE_STOP = "stopping after the current page is committed (press Ctrl-C again to stop now)"
+BATCH_STOP = "stopping after the current batch is committed (press Ctrl-C again to stop now)"
 
 #: Stands for `"$TRACKER_DB_URL"` (quoted for the shell, unexpanded) in a resume line.
 ENV_DB_PLACEHOLDER = "\0TRACKER_DB_URL\0"
@@ -257,7 +258,7 @@ def _sync_inventory(
             last[0] = now
             print_info(f"{ingestion.uri}: {_inventory_line(result, now - started)}")
 
-    with StopRequest().installed() as stop:
+    with StopRequest(BATCH_STOP).installed() as stop:
         result = ingestion.run(should_stop=lambda: stop.requested, on_batch=on_batch)
     if result.already:
         stdout.print(f"{ingestion.uri}: inventory {manifest.uri} was already read; nothing to do")
