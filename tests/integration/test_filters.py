@@ -7,9 +7,8 @@ import pytest
 
 from tests.cli_support import run_cli
 from tests.integration.test_sync_cli import keys_in
-from tracker.cli.commands.sync import parse_extensions
 from tracker.errors import UsageError
-from tracker.filters import IMAGE_EXTENSIONS, KeyFilter
+from tracker.filters import IMAGE_EXTENSIONS, KeyFilter, parse_extensions
 
 
 @pytest.mark.parametrize(
