@@ -50,6 +50,7 @@ from tracker.models import (
     UTCDateTime,
     datasets,
     items,
+    key_priorities,
     listing_cursors,
     listing_shards,
     objects,
@@ -57,6 +58,7 @@ from tracker.models import (
     sources,
     utcnow,
 )
+from tracker.ordering import Order, Unranked, ranks
 from tracker.records import (
     AnswerRecord,
     Counts,
@@ -92,6 +94,8 @@ _FIRST_ANSWER: dict[str, Any] = {
     "answer_count": 1,
     "annotated_at": bindparam("answered", type_=UTCDateTime()),
     "imported": bindparam("imported"),
+    # The old value: the process whose lease this answer ended (per-annotator reporting).
+    "answered_via": items.c.lease_owner,
     "attempts": 0,
     "updated_at": bindparam("now", type_=UTCDateTime()),
     "failure_reason": None,
@@ -445,7 +449,9 @@ class Store:
         stale_after: timedelta | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` keys to `owner`: expired leases first, then keys handed
-        back, then new keys from the dataset's frontier in listing order.
+        back, then new keys from the dataset's frontier in listing order. A dataset in a
+        ranked order (`set_order`) takes every pending key by rank instead, after ranking
+        the keys listed since its last claim.
 
         Before that, in the same transaction: leases of owners whose heartbeat is older
         than `stale_after` end now, and an expired key leased `max_attempts` times without
@@ -469,12 +475,190 @@ class Store:
                 )
             rows = list(conn.execute(self._claim_expired, params).all())
             if len(rows) < limit:
+                order = self._order_for_claim(conn, dataset)
+                if order.ranked:
+                    self._rank_new(conn, dataset, order)
+                    rows += conn.execute(
+                        self._claim_ranked, dict(params, limit=limit - len(rows))
+                    ).all()
+                    return self._leases(conn, rows, by_rank=True)
                 rows += conn.execute(
                     self._claim_pending, dict(params, limit=limit - len(rows))
                 ).all()
             if len(rows) < limit:
                 rows += self._claim_new(conn, dataset, limit - len(rows), params)
             return self._leases(conn, rows)
+
+    def _order_for_claim(self, conn: Connection, dataset: DatasetRef) -> Order:
+        """The dataset's serving order, its row locked on PostgreSQL: claimers of one
+        dataset rank new keys and move its frontier one at a time."""
+        query = select(datasets.c.ranked_as).where(datasets.c.id == dataset.id)
+        if self._pg:
+            query = query.with_for_update()
+        return Order.from_label(conn.execute(query).scalar_one())
+
+    # -- serving order --------------------------------------------------------------------
+
+    def order(self, dataset: DatasetRef) -> Order:
+        """The order the dataset's keys are served in (listing order until `set_order`)."""
+        with self._read() as conn:
+            label = conn.execute(
+                select(datasets.c.ranked_as).where(datasets.c.id == dataset.id)
+            ).scalar_one()
+        return Order.from_label(label)
+
+    def set_order(self, dataset: DatasetRef, order: Order) -> bool:
+        """Serve the dataset's keys in `order` from the next claim on, for every process
+        serving it. Returns whether the order changed.
+
+        Changing to a ranked order ranks every pending row (once: a cost in the number of
+        pending rows) and takes every key listed so far into `items` as a pending row with
+        its rank, so that claims read the rank index only. Back to listing order, the ranks
+        stay unused.
+        """
+        with self._write() as conn:
+            current = self._order_for_claim(conn, dataset)
+            if current == order:
+                return False
+            conn.execute(
+                update(datasets).where(datasets.c.id == dataset.id).values(ranked_as=order.label)
+            )
+            if order.ranked:
+                pending = select(items.c.id).where(
+                    items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+                )
+                self._rank_rows(conn, dataset, order, pending)
+                self._rank_new(conn, dataset, order)
+            return True
+
+    def _rank_new(self, conn: Connection, dataset: DatasetRef, order: Order) -> None:
+        """Rank what a ranked claim cannot take from the index yet: pending rows without a
+        rank (put back by a requeue, or made by an answer) and the objects listed past the
+        frontier, which get pending rows with their rank; the frontier moves past them.
+        Both are index range reads that find nothing when nothing new was listed."""
+        unranked = select(items.c.id).where(
+            items.c.dataset_id == dataset.id,
+            items.c.state == ItemState.PENDING,
+            items.c.rank.is_(None),
+        )
+        self._rank_rows(conn, dataset, order, unranked)
+        frontier = conn.execute(
+            select(datasets.c.frontier).where(datasets.c.id == dataset.id)
+        ).scalar_one()
+        new = [
+            Unranked(r.id, r.key, r.priority)
+            for r in conn.execute(
+                select(objects.c.id, objects.c.key, key_priorities.c.priority)
+                .select_from(objects)
+                .outerjoin(key_priorities, self._priority_of_object)
+                .where(objects.c.source_id == dataset.source.id, objects.c.id > frontier)
+                .order_by(objects.c.id)
+            )
+        ]
+        if not new:
+            return
+        given = ranks(
+            order, new, prefix=dataset.source.prefix, after=self._last_rank(conn, dataset)
+        )
+        insert = self._insert(items)
+        statement = insert.on_conflict_do_update(
+            index_elements=["dataset_id", "object_id"],
+            set_={"rank": insert.excluded.rank},
+            # An object that already had a row (an answer imported ahead) keeps its state.
+            where=items.c.state == ItemState.PENDING,
+        )
+        for chunk in batched(zip(new, given, strict=True), _CHUNK * 10):
+            conn.execute(
+                statement,
+                [{"dataset_id": dataset.id, "object_id": r.object_id, "rank": g} for r, g in chunk],
+            )
+        conn.execute(
+            update(datasets).where(datasets.c.id == dataset.id).values(frontier=new[-1].object_id)
+        )
+
+    def _rank_rows(
+        self, conn: Connection, dataset: DatasetRef, order: Order, ids: Select[Any]
+    ) -> None:
+        """Give the dataset's rows selected by `ids` their rank in `order`."""
+        rows = conn.execute(
+            select(
+                items.c.id,
+                objects.c.id.label("object_id"),
+                objects.c.key,
+                key_priorities.c.priority,
+            )
+            .select_from(items)
+            .join(objects, objects.c.id == items.c.object_id)
+            .outerjoin(key_priorities, self._priority_of_object)
+            .where(items.c.id.in_(ids.scalar_subquery()))
+            .order_by(items.c.object_id)
+        ).all()
+        if not rows:
+            return
+        keyed = [Unranked(r.object_id, r.key, r.priority) for r in rows]
+        given = ranks(
+            order, keyed, prefix=dataset.source.prefix, after=self._last_rank(conn, dataset)
+        )
+        for chunk in batched(zip(rows, given, strict=True), _CHUNK * 10):
+            conn.execute(self._set_rank, [{"item_id": r.id, "new_rank": g} for r, g in chunk])
+
+    @property
+    def _priority_of_object(self) -> ColumnElement[bool]:
+        return and_(
+            key_priorities.c.source_id == objects.c.source_id,
+            key_priorities.c.key == objects.c.key,
+        )
+
+    def _last_rank(self, conn: Connection, dataset: DatasetRef) -> float:
+        """The highest rank among the dataset's pending rows (0 when none): the end of the
+        index range a ranked claim reads."""
+        last = conn.execute(
+            select(func.max(items.c.rank)).where(
+                items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+            )
+        ).scalar_one()
+        return float(last or 0)
+
+    @cached_property
+    def _set_rank(self) -> Any:
+        return (
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
+            .values(rank=bindparam("new_rank"))
+        )
+
+    def set_priorities(self, source: SourceRef, priorities: dict[str, float]) -> int:
+        """Set keys' priorities (higher: sooner in priority order), in one transaction:
+        for keys listed or not (a key listed later is ranked with its priority). Pending
+        rows of datasets served in priority order are re-ranked at once. Returns how many
+        of the keys are listed now."""
+        values = [{"source_id": source.id, "key": k, "priority": p} for k, p in priorities.items()]
+        insert = self._insert(key_priorities)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["source_id", "key"], set_={"priority": insert.excluded.priority}
+        )
+        with self._write() as conn:
+            for chunk in batched(values, _CHUNK):
+                conn.execute(upsert, list(chunk))
+            known = self._object_ids(conn, source, sorted(priorities))
+            order = Order("priority")
+            keyed = [Unranked(i, k, priorities[k]) for k, i in known.items()]
+            given = ranks(order, keyed, prefix=source.prefix, after=0)
+            ranked = select(datasets.c.id).where(
+                datasets.c.source_id == source.id, datasets.c.ranked_as == order.label
+            )
+            rerank = (
+                update(items)
+                .where(
+                    items.c.dataset_id.in_(ranked.scalar_subquery()),
+                    items.c.state == ItemState.PENDING,
+                    items.c.object_id == bindparam("oid"),
+                )
+                .values(rank=bindparam("new_rank"))
+            )
+            for chunk in batched(zip(keyed, given, strict=True), _CHUNK):
+                conn.execute(rerank, [{"oid": r.object_id, "new_rank": g} for r, g in chunk])
+        return len(known)
 
     def _claim_new(
         self, conn: Connection, dataset: DatasetRef, limit: int, params: dict[str, Any]
@@ -548,10 +732,13 @@ class Store:
             items.c.lease_token,
             items.c.lease_expires_at,
             items.c.serves,
+            items.c.rank,
         )
 
-    def _leases(self, conn: Connection, rows: Sequence[Any]) -> list[Lease]:
-        """Leases for claimed rows, with their keys, in listing order."""
+    def _leases(
+        self, conn: Connection, rows: Sequence[Any], *, by_rank: bool = False
+    ) -> list[Lease]:
+        """Leases for claimed rows, with their keys, in listing order (or rank order)."""
         facts: dict[int, Any] = {}
         for chunk in batched(sorted({r.object_id for r in rows}), _CHUNK):
             for o in conn.execute(
@@ -560,7 +747,9 @@ class Store:
                 )
             ):
                 facts[o.id] = o
-        ordered = sorted(rows, key=lambda r: r.object_id)  # RETURNING promises no order
+        # RETURNING promises no order. A rank is never NULL for a pending row of a ranked
+        # dataset, but an expired lease taken first may predate the order: it goes first.
+        ordered = sorted(rows, key=lambda r: ((r.rank or 0.0) if by_rank else 0.0, r.object_id))
         return [
             Lease(
                 facts[r.object_id].key,
@@ -656,6 +845,19 @@ class Store:
                 items.c.state == ItemState.PENDING,
             )
             .order_by(items.c.object_id)
+            .limit(bindparam("limit"))
+        )
+        return self._lease_where(candidates)
+
+    @cached_property
+    def _claim_ranked(self) -> Any:
+        candidates = (
+            select(items.c.id)
+            .where(
+                items.c.dataset_id == bindparam("in_dataset"),
+                items.c.state == ItemState.PENDING,
+            )
+            .order_by(items.c.rank, items.c.object_id)
             .limit(bindparam("limit"))
         )
         return self._lease_where(candidates)

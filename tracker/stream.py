@@ -56,6 +56,7 @@ from tracker.errors import OwnerInUse, S3Error, TrackerError, UsageError
 from tracker.filters import KeyFilter
 from tracker.images import ImageLoader, ImageUnavailable
 from tracker.lister import MAX_PAGE_SIZE, Lister
+from tracker.ordering import Order
 from tracker.records import AnswerRecord, DatasetRef, Lease
 from tracker.store import OwnerRegistration, Store
 from tracker.tasks import VIEW_IDS, AnswerError, answer_record, build_task, strip_image
@@ -128,6 +129,8 @@ class S3Stream:
         loader: ImageLoader | None = None,
         sleep: Callable[[float], None] = time.sleep,
         owns_store: bool = False,
+        order: str | None = None,
+        seed: int | None = None,
     ) -> None:
         if view_id not in VIEW_IDS:
             raise UsageError(f"unknown view id {view_id!r}; use one of {', '.join(VIEW_IDS)}")
@@ -168,6 +171,13 @@ class S3Stream:
         self._mid_batch = False
         #: time.monotonic() of the last answers `update` recorded (None: none yet).
         self._answered_at: float | None = None
+        # The order is the dataset's, shared by every process serving it: None keeps it.
+        self.order = store.order(dataset)
+        if order is not None or seed is not None:
+            wanted = Order.parse(order, seed)
+            if store.set_order(dataset, wanted):
+                log.info("%s: serving in %s order from now on", dataset.label, wanted)
+            self.order = wanted
         self._registration = register(store, owner, stale_after)
         self._beating = threading.Event()
         self._heart = threading.Thread(
