@@ -105,6 +105,8 @@ class ItemRow:
     served_at: datetime | None
     failure_reason: str | None
     attempts: int = 0
+    #: Its priority from `tracker priority` (None: none set).
+    priority: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1248,11 +1248,13 @@ class Store:
                 items.c.served_at,
                 items.c.failure_reason,
                 items.c.attempts,
+                key_priorities.c.priority,
             )
             .select_from(objects)
             .outerjoin(
                 items, and_(items.c.object_id == objects.c.id, items.c.dataset_id == dataset.id)
             )
+            .outerjoin(key_priorities, self._priority_of_object)
             .where(objects.c.source_id == dataset.source.id, *_conditions(where, state))
         )
         rows: list[Any] = []
@@ -1622,6 +1624,7 @@ def _item_row(r: Any) -> ItemRow:
         r.served_at,
         r.failure_reason,
         r.attempts or 0,
+        r.priority,
     )
 
 
