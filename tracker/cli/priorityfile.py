@@ -24,10 +24,7 @@ def read_priority_file(path: str) -> dict[str, float]:
     that is not a finite number, a key given twice) raises `UsageError` naming its line.
     """
     try:
-        if path == "-":
-            text = sys.stdin.read()
-        else:
-            text = Path(path).read_text(encoding="utf-8-sig")
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
     except OSError as error:
         raise UsageError(f"cannot read priorities from {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
