@@ -231,6 +231,7 @@ class Item(Base):
             "dataset_id",
             "session_id",
             "annotated_at",
+            "answer",
             sqlite_where=text("answer IS NOT NULL"),
             postgresql_where=text("answer IS NOT NULL"),
         ),

@@ -110,6 +110,25 @@ class ItemRow:
 
 
 @dataclass(frozen=True)
+class AnnotatorStats:
+    """One Prodigy session's work on a dataset (`tracker status`'s annotator table)."""
+
+    session_id: str
+    by_answer: dict[Answer, int]
+    last_hour: int
+    #: Median seconds from hand-over to answer, over its latest answers (None: none timed).
+    median_seconds: float | None
+    last_answer_at: datetime | None
+    #: The stream process its latest answer came through, and the keys leased to it now.
+    owner: str | None
+    leased: int
+
+    @property
+    def answers(self) -> int:
+        return sum(self.by_answer.values())
+
+
+@dataclass(frozen=True)
 class ItemFilter:
     """Which items an operator command acts on; every field given must match."""
 

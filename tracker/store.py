@@ -60,6 +60,7 @@ from tracker.models import (
 )
 from tracker.ordering import Order, Unranked, ranks
 from tracker.records import (
+    AnnotatorStats,
     AnswerRecord,
     Counts,
     Cursor,
@@ -1367,6 +1368,78 @@ class Store:
             ).scalar_one()
         return counts
 
+    def annotators(self, dataset: DatasetRef, *, timed: int = 1000) -> list[AnnotatorStats]:
+        """Per Prodigy session that answered: answers by answer, answers in the last hour,
+        the median time from hand-over to answer over its latest `timed` answers, its last
+        answer time, and the keys leased now to the process its latest answer came through.
+
+        Read from `ix_items_sessions` (answers by session, newest last), `ix_items_answers`
+        (the last hour) and `ix_items_owner`: bounded by the answers, never by the keys.
+        Imported answers count as answers, but are neither timed nor "in the last hour".
+        """
+        answered = [items.c.dataset_id == dataset.id, items.c.answer.is_not(None)]
+        params = self._times(hour=-timedelta(hours=1))
+        with self._read() as conn:
+            by_session: dict[str, dict[Answer, int]] = {}
+            last_at: dict[str, datetime | None] = {}
+            for r in conn.execute(
+                select(
+                    items.c.session_id,
+                    items.c.answer,
+                    func.count().label("n"),
+                    func.max(items.c.annotated_at).label("last"),
+                )
+                .where(*answered, items.c.session_id.is_not(None))
+                .group_by(items.c.session_id, items.c.answer)
+            ):
+                by_session.setdefault(r.session_id, {})[r.answer] = r.n
+                last = r.last
+                if last is not None and (last_at.get(r.session_id) or last) <= last:
+                    last_at[r.session_id] = last
+            recent: dict[str, int] = dict(
+                conn.execute(
+                    select(items.c.session_id, func.count())
+                    .where(
+                        items.c.dataset_id == dataset.id,
+                        items.c.answer.in_(list(Answer)),
+                        items.c.annotated_at >= self._in("hour"),
+                        items.c.imported.is_(False),
+                    )
+                    .group_by(items.c.session_id),
+                    params,
+                ).all()
+            )
+            found = []
+            for session in sorted(by_session):
+                latest = conn.execute(
+                    select(items.c.served_at, items.c.annotated_at, items.c.answered_via)
+                    .where(*answered, items.c.session_id == session, items.c.imported.is_(False))
+                    .order_by(items.c.annotated_at.desc())
+                    .limit(timed)
+                ).all()
+                owner = latest[0].answered_via if latest else None
+                leased = 0
+                if owner is not None:
+                    leased = conn.execute(
+                        select(func.count()).where(
+                            items.c.lease_owner == owner,
+                            items.c.state == ItemState.SERVED,
+                            items.c.dataset_id == dataset.id,
+                        )
+                    ).scalar_one()
+                found.append(
+                    AnnotatorStats(
+                        session_id=session,
+                        by_answer=by_session[session],
+                        last_hour=int(recent.get(session, 0)),
+                        median_seconds=_median_seconds(latest),
+                        last_answer_at=last_at.get(session),
+                        owner=owner,
+                        leased=int(leased),
+                    )
+                )
+        return found
+
     # == parallel listing (`tracker sync --parallel N`): shard plans and their cursors =====
     #
     # A source listed by N chains has a plan of shards (`listing_shards`), each with its own
@@ -1578,6 +1651,19 @@ def _cursor_move(
     ):
         return {"continuation_token": next_token}
     return {}
+
+
+def _median_seconds(rows: Sequence[Any]) -> float | None:
+    """The median of `annotated_at - served_at` over rows that have both."""
+    spans = sorted(
+        (r.annotated_at - r.served_at).total_seconds()
+        for r in rows
+        if r.served_at is not None and r.annotated_at is not None
+    )
+    if not spans:
+        return None
+    middle = len(spans) // 2
+    return float(spans[middle] if len(spans) % 2 else (spans[middle - 1] + spans[middle]) / 2)
 
 
 def _shard(row: Any) -> ShardCursor:

@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_items_sessions",
         "items",
-        ["dataset_id", "session_id", "annotated_at"],
+        ["dataset_id", "session_id", "annotated_at", "answer"],
         unique=False,
         sqlite_where=_ANSWERED,
         postgresql_where=_ANSWERED,
