@@ -195,6 +195,11 @@ class Owner(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: A pending row without a rank (`ix_items_unranked`'s condition, written in the queries
+#: as is so that SQLite, which cannot match a bound value to it, uses the index too).
+UNRANKED = "state = 'pending' AND rank IS NULL"
+
+
 class Item(Base):
     """The annotation state of one key for one dataset: the unit of a lease.
 
@@ -225,6 +230,14 @@ class Item(Base):
         ),
         # Claiming in a ranked order (random, priority, by prefix): an index range read.
         Index("ix_items_rank", "dataset_id", "state", "rank", "object_id"),
+        # Pending rows still to rank (put back by a requeue, made by an answer): almost
+        # always none, and a ranked claim asks on every call.
+        Index(
+            "ix_items_unranked",
+            "dataset_id",
+            sqlite_where=text(UNRANKED),
+            postgresql_where=text(UNRANKED),
+        ),
         # Per-annotator numbers for `tracker status`: each session's answers, newest last.
         Index(
             "ix_items_sessions",

@@ -26,6 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _ANSWERED = sa.text("answer IS NOT NULL")
+_UNRANKED = sa.text("state = 'pending' AND rank IS NULL")
 
 
 def upgrade() -> None:
@@ -36,6 +37,14 @@ def upgrade() -> None:
     op.add_column("items", sa.Column("answered_via", sa.String(length=255), nullable=True))
     op.create_index(
         "ix_items_rank", "items", ["dataset_id", "state", "rank", "object_id"], unique=False
+    )
+    op.create_index(
+        "ix_items_unranked",
+        "items",
+        ["dataset_id"],
+        unique=False,
+        sqlite_where=_UNRANKED,
+        postgresql_where=_UNRANKED,
     )
     op.create_index(
         "ix_items_sessions",
@@ -65,6 +74,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("key_priorities")
     op.drop_index("ix_items_sessions", table_name="items")
+    op.drop_index("ix_items_unranked", table_name="items")
     op.drop_index("ix_items_rank", table_name="items")
     # SQLite >= 3.35 drops an unindexed column in place; a batch copy would lose the
     # partial indexes' WHERE clauses on reflection.
