@@ -29,6 +29,8 @@ def priority(app: AppContext, source: str, file: str) -> None:
       jq -c '{key, priority: .score}' scores.jsonl | tracker priority s3://my-bucket/images/ -
     """
     priorities = read_priority_file(file)
+    # Priorities may come before the first listing, as `sync` may: the DB is made if new.
+    app.creates_db = True
     ref = app.source(source, create=True)
     known = app.store.set_priorities(ref, priorities)
     print_info(
