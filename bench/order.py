@@ -13,28 +13,14 @@ from __future__ import annotations
 
 import sys
 import uuid
-from datetime import timedelta
 
 from sqlalchemy import text
 
-from bench.datasets import database, fill
+from bench.datasets import claim_series, database, fill
 from bench.report import Table, median, ms, percentile, timed
 from tracker.ordering import Order
 from tracker.records import DatasetRef
 from tracker.store import Store
-
-CLAIMS = 30
-BATCH = 10
-LEASE = timedelta(minutes=30)
-
-
-def claims(store: Store, dataset: DatasetRef) -> list[float]:
-    times = []
-    for _ in range(CLAIMS):
-        seconds, leases = timed(lambda: store.claim(dataset, "bench", BATCH, LEASE, max_attempts=3))
-        assert len(leases) == BATCH
-        times.append(seconds)
-    return times
 
 
 def answer_half(store: Store, dataset: DatasetRef) -> None:
@@ -68,7 +54,7 @@ def run(keys: int, pg_url: str | None) -> Table:
             fill(store, keys)
             source = store.source("bench-datasets", "")
             listing = store.dataset(source, f"listing-{uuid.uuid4().hex[:6]}", create=True)
-            times = claims(store, listing)
+            times = claim_series(store, listing)
             base = median(times)
             table.add(
                 kind, "listing", "a new dataset", ms(base), ms(percentile(times, 0.95)), "1.00x"
@@ -81,7 +67,7 @@ def run(keys: int, pg_url: str | None) -> Table:
                 if label != "a new dataset":
                     answer_half(store, shuffled)
                     analyze(store)
-                times = claims(store, shuffled)
+                times = claim_series(store, shuffled)
                 mid = median(times)
                 table.add(
                     kind,

@@ -840,26 +840,22 @@ class Store:
 
     @cached_property
     def _claim_pending(self) -> Any:
-        candidates = (
-            select(items.c.id)
-            .where(
-                items.c.dataset_id == bindparam("in_dataset"),
-                items.c.state == ItemState.PENDING,
-            )
-            .order_by(items.c.object_id)
-            .limit(bindparam("limit"))
-        )
-        return self._lease_where(candidates)
+        """Handed-back keys in listing order (`ix_items_queue`)."""
+        return self._claim_pending_by(items.c.object_id)
 
     @cached_property
     def _claim_ranked(self) -> Any:
+        """Pending keys of a ranked dataset by rank (`ix_items_rank`)."""
+        return self._claim_pending_by(items.c.rank, items.c.object_id)
+
+    def _claim_pending_by(self, *order: Any) -> Any:
         candidates = (
             select(items.c.id)
             .where(
                 items.c.dataset_id == bindparam("in_dataset"),
                 items.c.state == ItemState.PENDING,
             )
-            .order_by(items.c.rank, items.c.object_id)
+            .order_by(*order)
             .limit(bindparam("limit"))
         )
         return self._lease_where(candidates)
