@@ -10,7 +10,9 @@ lease. SQLite runs inside this process: its clock is this host's.
 
 Layout: a source's keys are `objects`, listed once; each dataset has `items` rows only
 for the keys it touched, and every object above its `frontier` is pending for it (see
-`tracker.models.Dataset`). Claims take handed-back keys first, then walk the frontier.
+`tracker.models.Dataset`). Claims take handed-back keys first, then walk the frontier. A
+dataset in a ranked order (random, priority, by-prefix: `tracker.ordering`) has a pending
+row with a rank for every key listed so far instead, and claims read them by rank.
 """
 
 from __future__ import annotations
@@ -530,7 +532,7 @@ class Store:
                 pending = select(items.c.id).where(
                     items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
                 )
-                self._rank_rows(conn, dataset, order, pending)
+                self._rank_rows(conn, dataset, order, pending, after=0.0)
                 self._rank_new(conn, dataset, order)
             return True
 
@@ -543,7 +545,7 @@ class Store:
         # Asked first on its own, from `ix_items_unranked`: usually there is none, and the
         # ranking join's plan (sized for a whole dataset by `set_order`) costs more.
         if conn.execute(unranked.limit(1)).first() is not None:
-            self._rank_rows(conn, dataset, order, unranked)
+            self._rank_rows(conn, dataset, order, unranked, after=self._last_rank(conn, dataset))
         frontier = conn.execute(
             select(datasets.c.frontier).where(datasets.c.id == dataset.id)
         ).scalar_one()
@@ -579,9 +581,17 @@ class Store:
         )
 
     def _rank_rows(
-        self, conn: Connection, dataset: DatasetRef, order: Order, ids: Select[Any]
+        self,
+        conn: Connection,
+        dataset: DatasetRef,
+        order: Order,
+        ids: Select[Any],
+        *,
+        after: float,
     ) -> None:
-        """Give the dataset's rows selected by `ids` their rank in `order`."""
+        """Give the dataset's rows selected by `ids` their rank in `order`, after `after`
+        (`tracker.ordering.ranks`): 0 when every pending row is re-ranked, since the old
+        ranks may be another order's (a priority's 1e300 would swallow small steps)."""
         rows = conn.execute(
             select(
                 items.c.id,
@@ -598,9 +608,7 @@ class Store:
         if not rows:
             return
         keyed = [Unranked(r.object_id, r.key, r.priority) for r in rows]
-        given = ranks(
-            order, keyed, prefix=dataset.source.prefix, after=self._last_rank(conn, dataset)
-        )
+        given = ranks(order, keyed, prefix=dataset.source.prefix, after=after)
         for chunk in batched(zip(rows, given, strict=True), _CHUNK * 10):
             conn.execute(self._set_rank, [{"item_id": r.id, "new_rank": g} for r, g in chunk])
 
@@ -749,9 +757,15 @@ class Store:
                 )
             ):
                 facts[o.id] = o
+
         # RETURNING promises no order. A rank is never NULL for a pending row of a ranked
         # dataset, but an expired lease taken first may predate the order: it goes first.
-        ordered = sorted(rows, key=lambda r: ((r.rank or 0.0) if by_rank else 0.0, r.object_id))
+        def position(r: Any) -> tuple[float, int]:
+            if not by_rank:
+                return (0.0, r.object_id)
+            return (float("-inf") if r.rank is None else r.rank, r.object_id)
+
+        ordered = sorted(rows, key=position)
         return [
             Lease(
                 facts[r.object_id].key,

@@ -17,7 +17,9 @@ below never rely on who asked or on counting what was yielded:
    after a crash or Ctrl-C) are re-leased and served first.
 2. Claim up to `batch_size` keys: expired leases first (a key leased `max_attempts` times
    without an answer is set aside as failed instead), then keys handed back, then new keys
-   in listing order. Leases of owners whose heartbeat stopped end early.
+   in listing order; in a ranked order (`order`: random, priority, by-prefix; the
+   dataset's, see `Store.set_order`) every pending key by its rank instead. Leases of
+   owners whose heartbeat stopped end early.
 3. Each task is handed over only if its lease is still this process's and live at that
    moment (`Store.confirm`, fenced by the lease token), and the lease restarts then. A
    key whose lease ran out while it waited in this generator is never shown.
@@ -172,13 +174,11 @@ class S3Stream:
         #: time.monotonic() of the last answers `update` recorded (None: none yet).
         self._answered_at: float | None = None
         # The order is the dataset's, shared by every process serving it: None keeps it.
-        self.order = store.order(dataset)
-        if order is not None or seed is not None:
-            wanted = Order.parse(order, seed)
-            if store.set_order(dataset, wanted):
-                log.info("%s: serving in %s order from now on", dataset.label, wanted)
-            self.order = wanted
+        wanted = Order.parse(order, seed) if order is not None or seed is not None else None
         self._registration = register(store, owner, stale_after)
+        if wanted is not None and store.set_order(dataset, wanted):
+            log.info("%s: serving in %s order from now on", dataset.label, wanted)
+        self.order = wanted or store.order(dataset)
         self._beating = threading.Event()
         self._heart = threading.Thread(
             target=self._beat, args=(heartbeat.total_seconds(),), daemon=True

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from tracker.errors import UsageError
-from tracker.models import Answer
+from tracker.models import Answer, ItemState
 from tracker.ordering import Order
 from tracker.records import AnswerRecord, ItemFilter, ListedObject
 from tracker.store import Store
@@ -159,3 +159,31 @@ def test_an_unknown_order_or_a_seed_for_an_unseeded_order_is_a_usage_error():
     with pytest.raises(UsageError, match="--seed applies to random"):
         Order.parse("priority", 3)
     assert Order.parse("RANDOM", 9) == Order("random", 9)
+
+
+def test_changing_from_priority_to_by_prefix_re_ranks_every_pending_key(store):
+    keys = sorted(f"{cam}/{i:02}.jpg" for cam in ("cam1", "cam2") for i in range(6))
+    dataset = ordered(store, "ds", Order("priority"), keys)
+    store.set_priorities(dataset.source, {"cam1/00.jpg": 1.0})
+    assert store.set_order(dataset, Order("by-prefix", 1)) is True
+    lanes = [k.split("/")[0] for k in claim_all(store, dataset, batch=4)]
+    assert all(lanes[i] != lanes[i + 1] for i in range(len(lanes) - 1)), lanes
+
+
+def test_downgrading_to_0003_and_back_keeps_the_state_and_serves_in_listing_order(db_url):
+    from tests.integration.test_migrations import alembic
+
+    with Store.open(db_url) as opened:
+        dataset = ordered(opened, "ds", Order("random", 1), KEYS[:30])
+        opened.set_priorities(dataset.source, {KEYS[0]: 1.0})
+        first = opened.claim(dataset, "me", 5, LEASE)
+        opened.record_answers(dataset, [AnswerRecord(first[0].key, Answer.ACCEPT, "s")])
+    alembic("downgrade", "0003", url=db_url)
+    alembic("upgrade", "head", url=db_url)
+    with Store.open(db_url) as opened:
+        dataset = opened.dataset(opened.source("bucket"), "ds")
+        assert opened.order(dataset) == Order()
+        counts = opened.counts(dataset)
+        assert (counts.state(ItemState.ANNOTATED), counts.state(ItemState.SERVED)) == (1, 4)
+        rest = claim_all(opened, dataset)
+        assert rest == [k for k in KEYS[:30] if k not in {lease.key for lease in first}]
