@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import datasets, listing, memory, order, parallel, resume, scale
+from bench import annotators, datasets, listing, memory, order, parallel, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -89,6 +89,7 @@ def main() -> None:
     dataset_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
     emit(datasets.run(dataset_sizes, pg).markdown())
     emit(order.run(store_keys, pg).markdown())
+    emit(annotators.run(dataset_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -1391,36 +1392,36 @@ class Store:
         answered = [items.c.dataset_id == dataset.id, items.c.answer.is_not(None)]
         params = self._times(hour=-timedelta(hours=1))
         with self._read() as conn:
+            # One pass over `ix_items_sessions` in its own order (session, then time): no
+            # sort, one group per session, the answer split counted with FILTER.
             by_session: dict[str, dict[Answer, int]] = {}
             last_at: dict[str, datetime | None] = {}
             for r in conn.execute(
                 select(
                     items.c.session_id,
-                    items.c.answer,
-                    func.count().label("n"),
                     func.max(items.c.annotated_at).label("last"),
+                    *(func.count().filter(items.c.answer == a).label(a.value) for a in Answer),
                 )
                 .where(*answered, items.c.session_id.is_not(None))
-                .group_by(items.c.session_id, items.c.answer)
+                .group_by(items.c.session_id)
             ):
-                by_session.setdefault(r.session_id, {})[r.answer] = r.n
-                last = r.last
-                if last is not None and (last_at.get(r.session_id) or last) <= last:
-                    last_at[r.session_id] = last
-            recent: dict[str, int] = dict(
+                by_session[r.session_id] = {a: getattr(r, a.value) for a in Answer}
+                last_at[r.session_id] = r.last
+            # The last hour's answers are few: read from `ix_items_answers` by time and
+            # counted here (a GROUP BY would make SQLite walk every answer in session order).
+            recent = Counter(
                 conn.execute(
-                    select(items.c.session_id, func.count())
-                    .where(
+                    select(items.c.session_id).where(
                         items.c.dataset_id == dataset.id,
                         items.c.answer.in_(list(Answer)),
                         items.c.annotated_at >= self._in("hour"),
                         items.c.imported.is_(False),
-                    )
-                    .group_by(items.c.session_id),
+                    ),
                     params,
-                ).all()
+                ).scalars()
             )
             found = []
+            leased: dict[str, int] = {}
             for session in sorted(by_session):
                 latest = conn.execute(
                     select(items.c.served_at, items.c.annotated_at, items.c.answered_via)
@@ -1429,9 +1430,8 @@ class Store:
                     .limit(timed)
                 ).all()
                 owner = latest[0].answered_via if latest else None
-                leased = 0
-                if owner is not None:
-                    leased = conn.execute(
+                if owner is not None and owner not in leased:  # sessions share processes
+                    leased[owner] = conn.execute(
                         select(func.count()).where(
                             items.c.lease_owner == owner,
                             items.c.state == ItemState.SERVED,
@@ -1446,7 +1446,7 @@ class Store:
                         median_seconds=_median_seconds(latest),
                         last_answer_at=last_at.get(session),
                         owner=owner,
-                        leased=int(leased),
+                        leased=leased.get(owner, 0) if owner is not None else 0,
                     )
                 )
         return found
