@@ -495,13 +495,18 @@ class Store:
                 rows += self._claim_new(conn, dataset, limit - len(rows), params)
             return self._leases(conn, rows)
 
-    def _order_for_claim(self, conn: Connection, dataset: DatasetRef) -> Order:
-        """The dataset's serving order, its row locked on PostgreSQL: claimers of one
-        dataset rank new keys and move its frontier one at a time."""
+    def _order_for_claim(
+        self, conn: Connection, dataset: DatasetRef, *, lock: bool = False
+    ) -> Order:
+        """The dataset's serving order. In a ranked order (or with `lock`) its row is
+        locked on PostgreSQL, so that claimers of one dataset rank new keys and move its
+        frontier one at a time; listing-order claims keep taking handed-back keys side by
+        side (SKIP LOCKED) and lock it only to walk the frontier (`_claim_new`)."""
         query = select(datasets.c.ranked_as).where(datasets.c.id == dataset.id)
-        if self._pg:
-            query = query.with_for_update()
-        return Order.from_label(conn.execute(query).scalar_one())
+        order = Order.from_label(conn.execute(query).scalar_one())
+        if self._pg and (lock or order.ranked):
+            order = Order.from_label(conn.execute(query.with_for_update()).scalar_one())
+        return order
 
     # -- serving order --------------------------------------------------------------------
 
@@ -523,7 +528,7 @@ class Store:
         stay unused.
         """
         with self._write() as conn:
-            current = self._order_for_claim(conn, dataset)
+            current = self._order_for_claim(conn, dataset, lock=True)
             if current == order:
                 return False
             conn.execute(
