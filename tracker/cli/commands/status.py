@@ -27,7 +27,8 @@ from tracker.report import status_report
     flag_value=2.0,
     default=None,
     metavar="[SECONDS]",
-    help="Redraw every SECONDS (default 2) until Ctrl-C; plain lines when not a terminal.",
+    help="Redraw every SECONDS (default 2) until Ctrl-C; plain lines when not a terminal. "
+    "SECONDS is optional: name SOURCE before --watch.",
 )
 @click.pass_obj
 def status(
@@ -44,6 +45,7 @@ def status(
       tracker status
       tracker status s3://my-bucket/images/ --json | jq .sources[0].states
       tracker status --watch 5
+      tracker status s3://my-bucket/images/ --watch
     """
     store = app.store
     sources = [app.source(source)] if source is not None else store.sources()
