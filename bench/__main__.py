@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bulk, datasets, listing, memory, parallel, resume, scale
+from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -38,7 +38,17 @@ def fill_bucket(client, bucket: str, count: int) -> list[str]:  # type: ignore[n
 
 
 #: The benchmarks, in the report's order (`--only` picks some).
-SECTIONS = ("resume", "memory", "listing", "bulk", "parallel", "scale", "datasets")
+SECTIONS = (
+    "resume",
+    "memory",
+    "listing",
+    "bulk",
+    "parallel",
+    "scale",
+    "datasets",
+    "order",
+    "annotators",
+)
 
 
 def main() -> None:
@@ -115,6 +125,11 @@ def main() -> None:
     if "datasets" in wanted:
         dataset_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(datasets.run(dataset_sizes, pg).markdown())
+    if "order" in wanted:
+        emit(order.run(store_keys, pg).markdown())
+    if "annotators" in wanted:
+        annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
+        emit(annotators.run(annotator_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

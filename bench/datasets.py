@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.report import Table, median, ms, percentile, timed
+from tracker.records import DatasetRef
 from tracker.store import Store
 
 CLAIMS = 30
@@ -61,11 +62,15 @@ def fill(store: Store, keys: int) -> None:
 def claim_times(store: Store) -> list[float]:
     """Seconds per claim of `BATCH` keys by a dataset that has just started."""
     source = store.source("bench-datasets", "")
-    fresh = store.dataset(source, f"fresh-{uuid.uuid4().hex[:6]}", create=True)
+    return claim_series(store, store.dataset(source, f"fresh-{uuid.uuid4().hex[:6]}", create=True))
+
+
+def claim_series(store: Store, dataset: DatasetRef) -> list[float]:
+    """Seconds per claim of `BATCH` keys, `CLAIMS` claims in a row by `dataset`."""
     lease = timedelta(minutes=30)
     times = []
     for _ in range(CLAIMS):
-        seconds, leases = timed(lambda: store.claim(fresh, "bench", BATCH, lease, max_attempts=3))
+        seconds, leases = timed(lambda: store.claim(dataset, "bench", BATCH, lease, max_attempts=3))
         assert len(leases) == BATCH
         times.append(seconds)
     return times

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -199,6 +200,9 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(255))
     #: The highest object id this dataset has taken into `items`; above it, all pending.
     frontier: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The serving order its pending rows are ranked for (`tracker.ordering.Order.label`,
+    #: e.g. `random:7`); NULL: listing order, claimed from the frontier without ranks.
+    ranked_as: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -217,6 +221,11 @@ class Owner(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+#: A pending row without a rank (`ix_items_unranked`'s condition, written in the queries
+#: as is so that SQLite, which cannot match a bound value to it, uses the index too).
+UNRANKED = "state = 'pending' AND rank IS NULL"
 
 
 class Item(Base):
@@ -247,6 +256,26 @@ class Item(Base):
             sqlite_where=text("state = 'served'"),
             postgresql_where=text("state = 'served'"),
         ),
+        # Claiming in a ranked order (random, priority, by prefix): an index range read.
+        Index("ix_items_rank", "dataset_id", "state", "rank", "object_id"),
+        # Pending rows still to rank (put back by a requeue, made by an answer): almost
+        # always none, and a ranked claim asks on every call.
+        Index(
+            "ix_items_unranked",
+            "dataset_id",
+            sqlite_where=text(UNRANKED),
+            postgresql_where=text(UNRANKED),
+        ),
+        # Per-annotator numbers for `tracker status`: each session's answers, newest last.
+        Index(
+            "ix_items_sessions",
+            "dataset_id",
+            "session_id",
+            "annotated_at",
+            "answer",
+            sqlite_where=text("answer IS NOT NULL"),
+            postgresql_where=text("answer IS NOT NULL"),
+        ),
         # Answer split and recent throughput for `tracker status`, without touching rows.
         Index(
             "ix_items_answers",
@@ -275,6 +304,10 @@ class Item(Base):
     session_id: Mapped[str | None] = mapped_column(String(255))
     answer: Mapped[Answer | None] = mapped_column(_enum(Answer, "answer"))
     answer_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Serving position in the dataset's ranked order (lowest first); NULL in listing order.
+    rank: Mapped[float | None] = mapped_column(Float(precision=53))
+    #: The lease owner (stream process) whose lease the first answer ended.
+    answered_via: Mapped[str | None] = mapped_column(String(255))
     #: The answer came from `import-answers` (kept out of "annotated in the last hour").
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Defaults in SQL: recording rows then sends no per-row timestamps to convert.
@@ -364,3 +397,19 @@ class InventoryIngest(Base):
 
 
 inventory_ingests: Table = InventoryIngest.__table__  # type: ignore[assignment]
+
+
+class KeyPriority(Base):
+    """A key's priority from `tracker priority` (higher: served sooner in priority order),
+    kept by key so that it also applies to keys not listed yet, once they are."""
+
+    __tablename__ = "key_priorities"
+
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    priority: Mapped[float] = mapped_column(Float(precision=53))
+
+
+key_priorities: Table = KeyPriority.__table__  # type: ignore[assignment]

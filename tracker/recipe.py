@@ -91,6 +91,14 @@ RECIPE_ARGS: dict[str, tuple[str, str, str | None, type]] = {
         None,
         bool,
     ),
+    "order": (
+        "Serving order: listing, random, priority (see `tracker priority`) or by-prefix; "
+        "the dataset's for every process (default: keep the dataset's, listing when new)",
+        "option",
+        None,
+        str,
+    ),
+    "seed": ("Seed of random and by-prefix order (default 0)", "option", None, int),
 }
 
 #: One line on stderr (the terminal Prodigy runs in), as for the startup line.
@@ -168,6 +176,8 @@ def build_components(
     ext: str | Sequence[str] | None = None,
     match: str | Sequence[str] | None = None,
     all_objects: bool = False,
+    order: str | None = None,
+    seed: int | None = None,
     say: Say = log.info,
     **stream_options: Any,
 ) -> dict[str, Any]:
@@ -205,6 +215,8 @@ def build_components(
         label=labels[0] if view_id == "classification" and labels else None,
         batch_size=batch_size,
         key_filter=key_filter,
+        order=order,
+        seed=seed,
         **stream_options,
     )
     if note:
@@ -270,6 +282,8 @@ def stream_from_s3(
     ext: str | None = None,
     match: str | None = None,
     all_objects: bool = False,
+    order: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Stream images from S3 for annotation, resumable, with leases in the state DB.
 
@@ -296,6 +310,8 @@ def stream_from_s3(
             ext=ext,
             match=match,
             all_objects=all_objects,
+            order=order,
+            seed=seed,
             say=lambda line: say_on_stderr(f"stream_from_s3: {line}"),
         )
     except TrackerError as error:

@@ -128,6 +128,27 @@ class ItemRow:
     served_at: datetime | None
     failure_reason: str | None
     attempts: int = 0
+    #: Its priority from `tracker priority` (None: none set).
+    priority: float | None = None
+
+
+@dataclass(frozen=True)
+class AnnotatorStats:
+    """One Prodigy session's work on a dataset (`tracker status`'s annotator table)."""
+
+    session_id: str
+    by_answer: dict[Answer, int]
+    last_hour: int
+    #: Median seconds from hand-over to answer, over its latest answers (None: none timed).
+    median_seconds: float | None
+    last_answer_at: datetime | None
+    #: The stream process its latest answer came through, and the keys leased to it now.
+    owner: str | None
+    leased: int
+
+    @property
+    def answers(self) -> int:
+        return sum(self.by_answer.values())
 
 
 @dataclass(frozen=True)

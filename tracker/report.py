@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tracker.models import utcnow
-from tracker.records import DatasetRef, SourceRef
+from tracker.records import AnnotatorStats, DatasetRef, SourceRef
 from tracker.states import Answer, ItemState
 from tracker.store import Store
 
@@ -46,6 +46,23 @@ def dataset_status(store: Store, dataset: DatasetRef, exhausted: bool) -> dict[s
         # annotated keys whose object was overwritten since the answer.
         "deleted_annotated": changes.deleted_annotated,
         "changed": changes.changed,
+        "annotators": [annotator_status(a) for a in store.annotators(dataset)],
+    }
+
+
+def annotator_status(stats: AnnotatorStats) -> dict[str, Any]:
+    """One Prodigy session's numbers (`annotators` in `tracker status --json`)."""
+    return {
+        "session": stats.session_id,
+        "answers": {answer.value: stats.by_answer.get(answer, 0) for answer in Answer},
+        "answered": stats.answers,
+        "answered_last_hour": stats.last_hour,
+        "median_seconds_to_answer": (
+            round(stats.median_seconds, 1) if stats.median_seconds is not None else None
+        ),
+        "last_answer_at": _iso(stats.last_answer_at),
+        "process": stats.owner,
+        "leased_to_process": stats.leased,
     }
 
 
@@ -58,6 +75,7 @@ _DATASET_FIELDS = (
     "remaining",
     "eta_seconds",
     "eta_is_lower_bound",
+    "annotators",
 )
 
 
@@ -129,6 +147,7 @@ def untouched_status(total: int, exhausted: bool) -> dict[str, Any]:
         "remaining": total,
         "eta_seconds": None if total else 0.0,
         "eta_is_lower_bound": not exhausted,
+        "annotators": [],
     }
 
 

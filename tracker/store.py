@@ -10,7 +10,9 @@ lease. SQLite runs inside this process: its clock is this host's.
 
 Layout: a source's keys are `objects`, listed once; each dataset has `items` rows only
 for the keys it touched, and every object above its `frontier` is pending for it (see
-`tracker.models.Dataset`). Claims take handed-back keys first, then walk the frontier.
+`tracker.models.Dataset`). Claims take handed-back keys first, then walk the frontier. A
+dataset in a ranked order (random, priority, by-prefix: `tracker.ordering`) has a pending
+row with a rank for every key listed so far instead, and claims read them by rank.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,12 +51,14 @@ from tracker.db import create_db_engine, ensure_schema, masked, translate_db_err
 from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
 from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
+    UNRANKED,
     Answer,
     ItemState,
     UTCDateTime,
     datasets,
     inventory_ingests,
     items,
+    key_priorities,
     listing_cursors,
     listing_shards,
     objects,
@@ -60,7 +66,9 @@ from tracker.models import (
     sources,
     utcnow,
 )
+from tracker.ordering import Order, Unranked, ranks
 from tracker.records import (
+    AnnotatorStats,
     AnswerRecord,
     BucketChanges,
     Counts,
@@ -104,6 +112,8 @@ _FIRST_ANSWER: dict[str, Any] = {
     "answer_count": 1,
     "annotated_at": bindparam("answered", type_=UTCDateTime()),
     "imported": bindparam("imported"),
+    # The old value: the process whose lease this answer ended (per-annotator reporting).
+    "answered_via": items.c.lease_owner,
     "attempts": 0,
     "updated_at": bindparam("now", type_=UTCDateTime()),
     "failure_reason": None,
@@ -471,7 +481,9 @@ class Store:
         stale_after: timedelta | None = None,
     ) -> list[Lease]:
         """Lease up to `limit` keys to `owner`: expired leases first, then keys handed
-        back, then new keys from the dataset's frontier in listing order.
+        back, then new keys from the dataset's frontier in listing order. A dataset in a
+        ranked order (`set_order`) takes every pending key by rank instead, after ranking
+        the keys listed since its last claim.
 
         Before that, in the same transaction: leases of owners whose heartbeat is older
         than `stale_after` end now, and an expired key leased `max_attempts` times without
@@ -495,12 +507,200 @@ class Store:
                 )
             rows = list(conn.execute(self._claim_expired, params).all())
             if len(rows) < limit:
+                order = self._order_for_claim(conn, dataset)
+                if order.ranked:
+                    self._rank_new(conn, dataset, order)
+                    rows += conn.execute(
+                        self._claim_ranked, dict(params, limit=limit - len(rows))
+                    ).all()
+                    return self._leases(conn, rows, by_rank=True)
                 rows += conn.execute(
                     self._claim_pending, dict(params, limit=limit - len(rows))
                 ).all()
             if len(rows) < limit:
                 rows += self._claim_new(conn, dataset, limit - len(rows), params)
             return self._leases(conn, rows)
+
+    def _order_for_claim(
+        self, conn: Connection, dataset: DatasetRef, *, lock: bool = False
+    ) -> Order:
+        """The dataset's serving order. In a ranked order (or with `lock`) its row is
+        locked on PostgreSQL, so that claimers of one dataset rank new keys and move its
+        frontier one at a time; listing-order claims keep taking handed-back keys side by
+        side (SKIP LOCKED) and lock it only to walk the frontier (`_claim_new`)."""
+        query = select(datasets.c.ranked_as).where(datasets.c.id == dataset.id)
+        order = Order.from_label(conn.execute(query).scalar_one())
+        if self._pg and (lock or order.ranked):
+            order = Order.from_label(conn.execute(query.with_for_update()).scalar_one())
+        return order
+
+    # -- serving order --------------------------------------------------------------------
+
+    def order(self, dataset: DatasetRef) -> Order:
+        """The order the dataset's keys are served in (listing order until `set_order`)."""
+        with self._read() as conn:
+            label = conn.execute(
+                select(datasets.c.ranked_as).where(datasets.c.id == dataset.id)
+            ).scalar_one()
+        return Order.from_label(label)
+
+    def set_order(self, dataset: DatasetRef, order: Order) -> bool:
+        """Serve the dataset's keys in `order` from the next claim on, for every process
+        serving it. Returns whether the order changed.
+
+        Changing to a ranked order ranks every pending row (once: a cost in the number of
+        pending rows) and takes every key listed so far into `items` as a pending row with
+        its rank, so that claims read the rank index only. Back to listing order, the ranks
+        stay unused.
+        """
+        with self._write() as conn:
+            current = self._order_for_claim(conn, dataset, lock=True)
+            if current == order:
+                return False
+            conn.execute(
+                update(datasets).where(datasets.c.id == dataset.id).values(ranked_as=order.label)
+            )
+            if order.ranked:
+                pending = select(items.c.id).where(
+                    items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+                )
+                self._rank_rows(conn, dataset, order, pending, after=0.0)
+                self._rank_new(conn, dataset, order)
+            return True
+
+    def _rank_new(self, conn: Connection, dataset: DatasetRef, order: Order) -> None:
+        """Rank what a ranked claim cannot take from the index yet: pending rows without a
+        rank (put back by a requeue, or made by an answer) and the objects listed past the
+        frontier, which get pending rows with their rank; the frontier moves past them.
+        Both are index range reads that find nothing when nothing new was listed."""
+        unranked = select(items.c.id).where(items.c.dataset_id == dataset.id, text(UNRANKED))
+        # Asked first on its own, from `ix_items_unranked`: usually there is none, and the
+        # ranking join's plan (sized for a whole dataset by `set_order`) costs more.
+        if conn.execute(unranked.limit(1)).first() is not None:
+            self._rank_rows(conn, dataset, order, unranked, after=self._last_rank(conn, dataset))
+        frontier = conn.execute(
+            select(datasets.c.frontier).where(datasets.c.id == dataset.id)
+        ).scalar_one()
+        new = [
+            Unranked(r.id, r.key, r.priority)
+            for r in conn.execute(
+                select(objects.c.id, objects.c.key, key_priorities.c.priority)
+                .select_from(objects)
+                .outerjoin(key_priorities, self._priority_of_object)
+                .where(objects.c.source_id == dataset.source.id, objects.c.id > frontier)
+                .order_by(objects.c.id)
+            )
+        ]
+        if not new:
+            return
+        given = ranks(
+            order, new, prefix=dataset.source.prefix, after=self._last_rank(conn, dataset)
+        )
+        insert = self._insert(items)
+        statement = insert.on_conflict_do_update(
+            index_elements=["dataset_id", "object_id"],
+            set_={"rank": insert.excluded.rank},
+            # An object that already had a row (an answer imported ahead) keeps its state.
+            where=items.c.state == ItemState.PENDING,
+        )
+        for chunk in batched(zip(new, given, strict=True), _CHUNK * 10):
+            conn.execute(
+                statement,
+                [{"dataset_id": dataset.id, "object_id": r.object_id, "rank": g} for r, g in chunk],
+            )
+        conn.execute(
+            update(datasets).where(datasets.c.id == dataset.id).values(frontier=new[-1].object_id)
+        )
+
+    def _rank_rows(
+        self,
+        conn: Connection,
+        dataset: DatasetRef,
+        order: Order,
+        ids: Select[Any],
+        *,
+        after: float,
+    ) -> None:
+        """Give the dataset's rows selected by `ids` their rank in `order`, after `after`
+        (`tracker.ordering.ranks`): 0 when every pending row is re-ranked, since the old
+        ranks may be another order's (a priority's 1e300 would swallow small steps)."""
+        rows = conn.execute(
+            select(
+                items.c.id,
+                objects.c.id.label("object_id"),
+                objects.c.key,
+                key_priorities.c.priority,
+            )
+            .select_from(items)
+            .join(objects, objects.c.id == items.c.object_id)
+            .outerjoin(key_priorities, self._priority_of_object)
+            .where(items.c.id.in_(ids.scalar_subquery()))
+            .order_by(items.c.object_id)
+        ).all()
+        if not rows:
+            return
+        keyed = [Unranked(r.object_id, r.key, r.priority) for r in rows]
+        given = ranks(order, keyed, prefix=dataset.source.prefix, after=after)
+        for chunk in batched(zip(rows, given, strict=True), _CHUNK * 10):
+            conn.execute(self._set_rank, [{"item_id": r.id, "new_rank": g} for r, g in chunk])
+
+    @property
+    def _priority_of_object(self) -> ColumnElement[bool]:
+        return and_(
+            key_priorities.c.source_id == objects.c.source_id,
+            key_priorities.c.key == objects.c.key,
+        )
+
+    def _last_rank(self, conn: Connection, dataset: DatasetRef) -> float:
+        """The highest rank among the dataset's pending rows (0 when none): the end of the
+        index range a ranked claim reads."""
+        last = conn.execute(
+            select(func.max(items.c.rank)).where(
+                items.c.dataset_id == dataset.id, items.c.state == ItemState.PENDING
+            )
+        ).scalar_one()
+        return float(last or 0)
+
+    @cached_property
+    def _set_rank(self) -> Any:
+        return (
+            update(items)
+            .where(items.c.id == bindparam("item_id"))
+            .values(rank=bindparam("new_rank"))
+        )
+
+    def set_priorities(self, source: SourceRef, priorities: dict[str, float]) -> int:
+        """Set keys' priorities (higher: sooner in priority order), in one transaction:
+        for keys listed or not (a key listed later is ranked with its priority). Pending
+        rows of datasets served in priority order are re-ranked at once. Returns how many
+        of the keys are listed now."""
+        values = [{"source_id": source.id, "key": k, "priority": p} for k, p in priorities.items()]
+        insert = self._insert(key_priorities)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["source_id", "key"], set_={"priority": insert.excluded.priority}
+        )
+        with self._write() as conn:
+            for chunk in batched(values, _CHUNK):
+                conn.execute(upsert, list(chunk))
+            known = self._object_ids(conn, source, sorted(priorities))
+            order = Order("priority")
+            keyed = [Unranked(i, k, priorities[k]) for k, i in known.items()]
+            given = ranks(order, keyed, prefix=source.prefix, after=0)
+            ranked = select(datasets.c.id).where(
+                datasets.c.source_id == source.id, datasets.c.ranked_as == order.label
+            )
+            rerank = (
+                update(items)
+                .where(
+                    items.c.dataset_id.in_(ranked.scalar_subquery()),
+                    items.c.state == ItemState.PENDING,
+                    items.c.object_id == bindparam("oid"),
+                )
+                .values(rank=bindparam("new_rank"))
+            )
+            for chunk in batched(zip(keyed, given, strict=True), _CHUNK):
+                conn.execute(rerank, [{"oid": r.object_id, "new_rank": g} for r, g in chunk])
+        return len(known)
 
     def _claim_new(
         self, conn: Connection, dataset: DatasetRef, limit: int, params: dict[str, Any]
@@ -586,10 +786,13 @@ class Store:
             items.c.lease_token,
             items.c.lease_expires_at,
             items.c.serves,
+            items.c.rank,
         )
 
-    def _leases(self, conn: Connection, rows: Sequence[Any]) -> list[Lease]:
-        """Leases for claimed rows, with their keys, in listing order."""
+    def _leases(
+        self, conn: Connection, rows: Sequence[Any], *, by_rank: bool = False
+    ) -> list[Lease]:
+        """Leases for claimed rows, with their keys, in listing order (or rank order)."""
         facts: dict[int, Any] = {}
         for chunk in batched(sorted({r.object_id for r in rows}), _CHUNK):
             for o in conn.execute(
@@ -598,7 +801,15 @@ class Store:
                 )
             ):
                 facts[o.id] = o
-        ordered = sorted(rows, key=lambda r: r.object_id)  # RETURNING promises no order
+
+        # RETURNING promises no order. A rank is never NULL for a pending row of a ranked
+        # dataset, but an expired lease taken first may predate the order: it goes first.
+        def position(r: Any) -> tuple[float, int]:
+            if not by_rank:
+                return (0.0, r.object_id)
+            return (float("-inf") if r.rank is None else r.rank, r.object_id)
+
+        ordered = sorted(rows, key=position)
         return [
             Lease(
                 facts[r.object_id].key,
@@ -690,6 +901,15 @@ class Store:
 
     @cached_property
     def _claim_pending(self) -> Any:
+        """Handed-back keys in listing order (`ix_items_queue`)."""
+        return self._claim_pending_by(items.c.object_id)
+
+    @cached_property
+    def _claim_ranked(self) -> Any:
+        """Pending keys of a ranked dataset by rank (`ix_items_rank`)."""
+        return self._claim_pending_by(items.c.rank, items.c.object_id)
+
+    def _claim_pending_by(self, *order: Any) -> Any:
         candidates = (
             select(items.c.id)
             .where(
@@ -697,7 +917,7 @@ class Store:
                 items.c.state == ItemState.PENDING,
                 ~_object_deleted(items.c.object_id),
             )
-            .order_by(items.c.object_id)
+            .order_by(*order)
             .limit(bindparam("limit"))
         )
         return self._lease_where(candidates)
@@ -1091,11 +1311,13 @@ class Store:
                 items.c.served_at,
                 items.c.failure_reason,
                 items.c.attempts,
+                key_priorities.c.priority,
             )
             .select_from(objects)
             .outerjoin(
                 items, and_(items.c.object_id == objects.c.id, items.c.dataset_id == dataset.id)
             )
+            .outerjoin(key_priorities, self._priority_of_object)
             .where(
                 objects.c.source_id == dataset.source.id,
                 *_conditions(where, state, objects.c.id),
@@ -1210,6 +1432,77 @@ class Store:
                 params,
             ).scalar_one()
         return counts
+
+    def annotators(self, dataset: DatasetRef, *, timed: int = 1000) -> list[AnnotatorStats]:
+        """Per Prodigy session that answered: answers by answer, answers in the last hour,
+        the median time from hand-over to answer over its latest `timed` answers, its last
+        answer time, and the keys leased now to the process its latest answer came through.
+
+        Read from `ix_items_sessions` (answers by session, newest last), `ix_items_answers`
+        (the last hour) and `ix_items_owner`: bounded by the answers, never by the keys.
+        Imported answers count as answers, but are neither timed nor "in the last hour".
+        """
+        answered = [items.c.dataset_id == dataset.id, items.c.answer.is_not(None)]
+        params = self._times(hour=-timedelta(hours=1))
+        with self._read() as conn:
+            # One pass over `ix_items_sessions` in its own order (session, then time): no
+            # sort, one group per session, the answer split counted with FILTER.
+            by_session: dict[str, dict[Answer, int]] = {}
+            last_at: dict[str, datetime | None] = {}
+            for r in conn.execute(
+                select(
+                    items.c.session_id,
+                    func.max(items.c.annotated_at).label("last"),
+                    *(func.count().filter(items.c.answer == a).label(a.value) for a in Answer),
+                )
+                .where(*answered, items.c.session_id.is_not(None))
+                .group_by(items.c.session_id)
+            ):
+                by_session[r.session_id] = {a: getattr(r, a.value) for a in Answer}
+                last_at[r.session_id] = r.last
+            # The last hour's answers are few: read from `ix_items_answers` by time and
+            # counted here (a GROUP BY would make SQLite walk every answer in session order).
+            recent = Counter(
+                conn.execute(
+                    select(items.c.session_id).where(
+                        items.c.dataset_id == dataset.id,
+                        items.c.answer.in_(list(Answer)),
+                        items.c.annotated_at >= self._in("hour"),
+                        items.c.imported.is_(False),
+                    ),
+                    params,
+                ).scalars()
+            )
+            found = []
+            leased: dict[str, int] = {}
+            for session in sorted(by_session):
+                latest = conn.execute(
+                    select(items.c.served_at, items.c.annotated_at, items.c.answered_via)
+                    .where(*answered, items.c.session_id == session, items.c.imported.is_(False))
+                    .order_by(items.c.annotated_at.desc())
+                    .limit(timed)
+                ).all()
+                owner = latest[0].answered_via if latest else None
+                if owner is not None and owner not in leased:  # sessions share processes
+                    leased[owner] = conn.execute(
+                        select(func.count()).where(
+                            items.c.lease_owner == owner,
+                            items.c.state == ItemState.SERVED,
+                            items.c.dataset_id == dataset.id,
+                        )
+                    ).scalar_one()
+                found.append(
+                    AnnotatorStats(
+                        session_id=session,
+                        by_answer=by_session[session],
+                        last_hour=int(recent.get(session, 0)),
+                        median_seconds=_median_seconds(latest),
+                        last_answer_at=last_at.get(session),
+                        owner=owner,
+                        leased=leased.get(owner, 0) if owner is not None else 0,
+                    )
+                )
+        return found
 
     # == parallel listing (`tracker sync --parallel N`): shard plans and their cursors =====
     #
@@ -1873,6 +2166,19 @@ def _inventory(row: Any) -> InventoryProgress:
     )
 
 
+def _median_seconds(rows: Sequence[Any]) -> float | None:
+    """The median of `annotated_at - served_at` over rows that have both."""
+    spans = sorted(
+        (r.annotated_at - r.served_at).total_seconds()
+        for r in rows
+        if r.served_at is not None and r.annotated_at is not None
+    )
+    if not spans:
+        return None
+    middle = len(spans) // 2
+    return float(spans[middle] if len(spans) % 2 else (spans[middle - 1] + spans[middle]) / 2)
+
+
 def _shard(row: Any) -> ShardCursor:
     return ShardCursor(
         shard=row.shard,
@@ -1919,6 +2225,7 @@ def _item_row(r: Any) -> ItemRow:
         r.served_at,
         r.failure_reason,
         r.attempts or 0,
+        r.priority,
     )
 
 

@@ -17,7 +17,9 @@ below never rely on who asked or on counting what was yielded:
    after a crash or Ctrl-C) are re-leased and served first.
 2. Claim up to `batch_size` keys: expired leases first (a key leased `max_attempts` times
    without an answer is set aside as failed instead), then keys handed back, then new keys
-   in listing order. Leases of owners whose heartbeat stopped end early.
+   in listing order; in a ranked order (`order`: random, priority, by-prefix; the
+   dataset's, see `Store.set_order`) every pending key by its rank instead. Leases of
+   owners whose heartbeat stopped end early.
 3. Each task is handed over only if its lease is still this process's and live at that
    moment (`Store.confirm`, fenced by the lease token), and the lease restarts then. A
    key whose lease ran out while it waited in this generator is never shown.
@@ -56,6 +58,7 @@ from tracker.errors import OwnerInUse, S3Error, TrackerError, UsageError
 from tracker.filters import KeyFilter
 from tracker.images import ImageLoader, ImageUnavailable
 from tracker.lister import MAX_PAGE_SIZE, Lister
+from tracker.ordering import Order
 from tracker.records import AnswerRecord, DatasetRef, Lease
 from tracker.store import OwnerRegistration, Store
 from tracker.tasks import VIEW_IDS, AnswerError, answer_record, build_task, strip_image
@@ -128,6 +131,8 @@ class S3Stream:
         loader: ImageLoader | None = None,
         sleep: Callable[[float], None] = time.sleep,
         owns_store: bool = False,
+        order: str | None = None,
+        seed: int | None = None,
     ) -> None:
         if view_id not in VIEW_IDS:
             raise UsageError(f"unknown view id {view_id!r}; use one of {', '.join(VIEW_IDS)}")
@@ -168,7 +173,12 @@ class S3Stream:
         self._mid_batch = False
         #: time.monotonic() of the last answers `update` recorded (None: none yet).
         self._answered_at: float | None = None
+        # The order is the dataset's, shared by every process serving it: None keeps it.
+        wanted = Order.parse(order, seed) if order is not None or seed is not None else None
         self._registration = register(store, owner, stale_after)
+        if wanted is not None and store.set_order(dataset, wanted):
+            log.info("%s: serving in %s order from now on", dataset.label, wanted)
+        self.order = wanted or store.order(dataset)
         self._beating = threading.Event()
         self._heart = threading.Thread(
             target=self._beat, args=(heartbeat.total_seconds(),), daemon=True

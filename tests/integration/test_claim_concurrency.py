@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from tests._workers import DATASET, answer_keys, claim_and_answer, run_processes
 from tracker.models import ItemState, items, objects
+from tracker.ordering import Order
 from tracker.records import ListedObject
 from tracker.store import Store
 
@@ -56,6 +57,36 @@ def test_concurrent_claimers_each_get_disjoint_keys_and_no_lock_errors(db_url):
                 conn.execute(select(objects.c.key, items.c.session_id).select_from(KEYED)).all()
             )
         assert all(answered_by[key] == owner for owner, keys in claimed.items() for key in keys)
+
+
+def test_processes_claiming_in_random_order_never_share_a_key(db_url):
+    """Half the keys are listed after the order was set: the first claims race to rank
+    them into the queue, and still no key goes to two processes."""
+    half = len(KEYS) // 2
+    with Store.open(db_url) as store:
+        source = store.source("bucket", create=True)
+        for part, exhausted in ((KEYS[:half], False), (KEYS[half:], True)):
+            store.record_page(
+                source,
+                [ListedObject(k) for k in part],
+                next_token=None,
+                last_key=part[-1],
+                exhausted=exhausted,
+            )
+            if not exhausted:
+                store.set_order(store.dataset(source, DATASET, create=True), Order("random", 11))
+
+    reports = run_processes(
+        claim_and_answer, [(db_url, "bucket", f"p{n}", BATCH) for n in range(PROCESSES)]
+    )
+
+    errors = [error for _, _, errs in reports for error in errs]
+    assert errors == [], "\n".join(errors)
+    all_claims = [key for _, keys, _ in reports for key in keys]
+    assert len(all_claims) == len(set(all_claims)), "a key was served to two processes"
+    assert set(all_claims) == set(KEYS)
+    assert len([keys for _, keys, _ in reports if keys]) > 1, "the test did not run concurrently"
+    assert all_claims != sorted(all_claims)
 
 
 def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):

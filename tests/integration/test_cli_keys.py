@@ -36,6 +36,7 @@ def test_keys_jsonl_is_exact_for_every_key(db_url):
         "owner": None,
         "served_at": first["served_at"],
         "failure_reason": None,
+        "priority": None,
     }
     assert rows[10]["failure_reason"] == "not an image"
     assert result.stderr == ""

@@ -22,7 +22,7 @@ def test_status_json_shape_and_numbers(db_url):
     # fields keep their meaning from before datasets existed, so old readers still work.
     per_dataset = {
         "states", "answers", "expired_leases", "annotated_last_hour", "remaining",
-        "eta_seconds", "eta_is_lower_bound",
+        "eta_seconds", "eta_is_lower_bound", "annotators",
     }  # fmt: skip
     # Bucket changes (issue 14): per source, and per dataset what it annotated.
     changes = {"deleted", "changed", "last_event_at"}

@@ -85,6 +85,8 @@ def test_the_seed_command_line_parses_to_the_call_prodigy_makes() -> None:
         "ext": None,
         "match": None,
         "all_objects": False,
+        "order": None,
+        "seed": None,
     }
     every = [
         "ds",

@@ -53,6 +53,7 @@ def item_json(row: ItemRow) -> dict[str, Any]:
         "owner": row.lease_owner,
         "served_at": row.served_at.isoformat() if row.served_at else None,
         "failure_reason": row.failure_reason,
+        "priority": row.priority,
     }
 
 

@@ -137,6 +137,65 @@ def _dataset_rows(entry: dict[str, Any], total: int, exhausted: bool) -> list[tu
     ]
 
 
+#: The annotator table's columns, after the session.
+ANNOTATOR_COLUMNS = (
+    *(a.value for a in Answer),
+    "last hour",
+    "median s",
+    "last answer",
+    "process",
+    "leased",
+)
+
+
+def annotator_cells(entry: dict[str, Any]) -> list[str]:
+    """One annotator's row: its session, then `ANNOTATOR_COLUMNS`; controls escaped."""
+    median = entry["median_seconds_to_answer"]
+    last = entry["last_answer_at"]
+    return [
+        escape_controls(entry["session"]),
+        *(_n(entry["answers"][a.value]) for a in Answer),
+        _n(entry["answered_last_hour"]),
+        f"{median:.1f}" if median is not None else "-",
+        last[:19].replace("T", " ") if last else "-",
+        escape_controls(entry["process"]) if entry["process"] else "-",
+        _n(entry["leased_to_process"]),
+    ]
+
+
+def annotator_tables(report: dict[str, Any]) -> list[Table]:
+    """A rich table of annotators per dataset that has any."""
+    tables = []
+    for status in report["sources"]:
+        for entry in status["datasets"]:
+            if not entry["annotators"]:
+                continue
+            table = Table(
+                title=Text(f"annotators of {status['source']} {entry['name']}", style="bold"),
+                title_justify="left",
+            )
+            table.add_column("session", overflow="fold")
+            for column in ANNOTATOR_COLUMNS:
+                table.add_column(column, justify="right" if column != "process" else "left")
+            for annotator in entry["annotators"]:
+                table.add_row(*(Text(cell) for cell in annotator_cells(annotator)))
+            tables.append(table)
+    return tables
+
+
+def annotator_lines(entry: dict[str, Any]) -> list[str]:
+    """Plain lines for a dataset's annotators (no terminal), one each:
+    `  annotator:    DATASET SESSION: accept 2, reject 0, ...`."""
+    lines = []
+    for annotator in entry["annotators"]:
+        session, *cells = annotator_cells(annotator)
+        pairs = ", ".join(
+            f"{name} {cell}" for name, cell in zip(ANNOTATOR_COLUMNS, cells, strict=True)
+        )
+        lines.append(f"  {'annotator:':<13} {escape_controls(entry['name'])} {session}: {pairs}")
+    return lines
+
+
 def render_status(console: Console, report: dict[str, Any], *, rich: bool) -> None:
     """Print the report: rich tables on a terminal, `label: value` lines otherwise."""
     database = report["database"]
@@ -158,7 +217,7 @@ def render_status(console: Console, report: dict[str, Any], *, rich: bool) -> No
             for label, value in status_rows(status):
                 table.add_row(Text(label), value)
             tables.append(table)
-        console.print(Group(*tables))
+        console.print(Group(*tables, *annotator_tables(report)))
         console.print(Text(f"database: {database}", style="dim"))
         return
     console.print(Text(f"database: {database}"))
@@ -166,3 +225,6 @@ def render_status(console: Console, report: dict[str, Any], *, rich: bool) -> No
         console.print(Text(f"source: {status['source']}"))
         for label, value in status_rows(status):
             console.print(Text(f"  {label + ':':<13} {value.plain}"))
+        for entry in status["datasets"]:
+            for line in annotator_lines(entry):
+                console.print(Text(line))

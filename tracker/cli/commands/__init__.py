@@ -5,6 +5,7 @@ from tracker.cli.commands import (  # noqa: F401
     db,
     demo,
     keys,
+    priority,
     requeue,
     reset,
     sources,
