@@ -38,15 +38,23 @@ def open_new_db(url: str, barrier: Any, results: Any) -> None:
 def claim_and_answer(
     url: str, bucket: str, owner: str, batch: int, barrier: Any, results: Any
 ) -> None:
-    """Claim `batch` keys at a time and answer them, until nothing is left to claim."""
+    """Claim `batch` keys at a time and answer them, until nothing is left to claim.
+
+    Every process makes its first claim before any answers: SQLite's busy handler sleeps
+    with back-off, so one process looping claim-answer could otherwise take every key
+    while the others sleep, and the test would prove nothing about concurrent claims."""
     claimed: list[str] = []
     errors: list[str] = []
     try:
         with Store.open(url) as store:
             dataset = store.dataset(store.source(bucket), DATASET, create=True)
             barrier.wait(timeout=60)
+            first = True
             while True:
                 leases = store.claim(dataset, owner, batch, timedelta(hours=1))
+                if first:
+                    barrier.wait(timeout=60)  # every process holds its first claim now
+                    first = False
                 if not leases:
                     break
                 claimed.extend(lease.key for lease in leases)
