@@ -137,6 +137,7 @@ def _resume(db_url: str | None, source: str) -> str:
         "ext": (),
         "match": (),
         "all_objects": False,
+        "inventory": None,
     }
     return resume_command(SimpleNamespace(parent=parent), source, options)
 
