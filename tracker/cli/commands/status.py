@@ -8,10 +8,10 @@ import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
+from tracker.cli.live import watch as follow
 from tracker.cli.options import dataset_option, source_argument
 from tracker.cli.output import stdout, write_lines
 from tracker.cli.tables import render_status
-from tracker.cli.watch import watch as follow
 from tracker.errors import UsageError
 from tracker.report import status_report
 
