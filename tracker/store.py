@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -2168,15 +2169,12 @@ def _inventory(row: Any) -> InventoryProgress:
 
 def _median_seconds(rows: Sequence[Any]) -> float | None:
     """The median of `annotated_at - served_at` over rows that have both."""
-    spans = sorted(
+    spans = [
         (r.annotated_at - r.served_at).total_seconds()
         for r in rows
         if r.served_at is not None and r.annotated_at is not None
-    )
-    if not spans:
-        return None
-    middle = len(spans) // 2
-    return float(spans[middle] if len(spans) % 2 else (spans[middle - 1] + spans[middle]) / 2)
+    ]
+    return float(statistics.median(spans)) if spans else None
 
 
 def _shard(row: Any) -> ShardCursor:
