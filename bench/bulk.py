@@ -166,7 +166,7 @@ def _record(total: int, pg_url: str | None) -> Table:
         gain = rates["PostgreSQL, set-based (now)"] / rates["PostgreSQL, row by row (before)"]
         table.notes.append(
             f"set-based (one INSERT ... SELECT FROM unnest(arrays)) vs row by row on "
-            f"PostgreSQL: {gain:.1f}x; on SQLite, multi-row VALUES through the driver vs SQLAlchemy's executemany: "
-            f"{sqlite / rates['SQLite, row by row (before)']:.1f}x"
+            f"PostgreSQL: {gain:.1f}x; on SQLite, multi-row VALUES through the driver vs "
+            f"SQLAlchemy's executemany: {sqlite / rates['SQLite, row by row (before)']:.1f}x"
         )
     return table
