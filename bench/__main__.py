@@ -15,7 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
+from bench import (
+    annotators,
+    bulk,
+    datasets,
+    large,
+    listing,
+    memory,
+    order,
+    parallel,
+    resume,
+    scale,
+)
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -48,6 +59,7 @@ SECTIONS = (
     "datasets",
     "order",
     "annotators",
+    "large",
 )
 
 
@@ -66,8 +78,24 @@ def main() -> None:
         action="append",
         help="run only this benchmark (repeatable) [default: all]",
     )
+    parser.add_argument(
+        "--scale",
+        metavar="SIZE",
+        help="run the `large` benchmark at SIZE keys (e.g. 10m, 1m, 200k): record, inventory "
+        "ingest, claim + answer, status, bytes per key, each beside its floor; alone unless "
+        "--only names others [default with --only large: 1m, quick 200k]",
+    )
     args = parser.parse_args()
-    wanted = set(args.only or SECTIONS)
+    if args.scale:
+        try:
+            large_keys = large.parse_size(args.scale)
+        except ValueError as error:
+            parser.error(str(error))
+        wanted = set(args.only or ()) | {"large"}
+    else:
+        large_keys = 200_000 if args.quick else 1_000_000
+        # The large benchmark runs when asked for: its full size takes a while.
+        wanted = set(args.only or [s for s in SECTIONS if s != "large"])
 
     objects = 5_000 if args.quick else 20_000
     store_keys = 100_000 if args.quick else 1_000_000
@@ -109,6 +137,9 @@ def main() -> None:
             inventory_keys = 250_000 if args.quick else 2_000_000
             print(f"bulk: {inventory_keys:,} inventory keys...", file=sys.stderr, flush=True)
             for table in bulk.run(client, record_keys, inventory_keys, pg):
+                emit(table.markdown())
+        if "large" in wanted:
+            for table in large.run(client, large_keys, pg):
                 emit(table.markdown())
     if "parallel" in wanted:
         # Its own SeaweedFS: the bucket is filled with unsigned PUTs (see bench/parallel.py).
