@@ -15,7 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
+from bench import (
+    annotators,
+    bulk,
+    datasets,
+    listing,
+    memory,
+    order,
+    parallel,
+    resume,
+    rowsize,
+    scale,
+)
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -48,6 +59,7 @@ SECTIONS = (
     "datasets",
     "order",
     "annotators",
+    "rowsize",
 )
 
 
@@ -130,6 +142,9 @@ def main() -> None:
     if "annotators" in wanted:
         annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(annotators.run(annotator_sizes, pg).markdown())
+    if "rowsize" in wanted:
+        # Bytes per key by table and index, beside the keys' own bytes.
+        emit(rowsize.run(store_keys, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
