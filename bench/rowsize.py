@@ -118,11 +118,12 @@ def run(total: int, pg_url: str | None) -> Table:
     for name in names:
         table.add(
             f"`{name}`",
-            *(f"{measured[b][name] / total:,.1f}" if name in measured[b] else "-" for b in backends),
+            *(
+                f"{measured[b][name] / total:,.1f}" if name in measured[b] else "-"
+                for b in backends
+            ),
         )
-    table.add(
-        "**total**", *(f"**{sum(measured[b].values()) / total:,.1f}**" for b in backends)
-    )
+    table.add("**total**", *(f"**{sum(measured[b].values()) / total:,.1f}**" for b in backends))
     table.add("floor: the key's own UTF-8 bytes", *(f"{floor:,.1f}" for _ in backends))
     file_bytes = measured["SQLite, file"]["(file)"] / total
     table.notes.append(
