@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.processors import str_to_datetime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -132,8 +133,8 @@ class CompactUTCDateTime(UTCDateTime):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if isinstance(value, int):
             return from_micros(value)
-        if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if isinstance(value, str):  # what SQLAlchemy's SQLite DATETIME would have read
+            value = str_to_datetime(value)
         return super().process_result_value(value, dialect)
 
 

@@ -1,0 +1,149 @@
+"""Revision 0009 (smaller rows): every value of an 0006 DB reads the same after the upgrade
+and after the downgrade; on SQLite MD5 ETags become 16-byte BLOBs and the objects' times
+integers, and the downgrade writes the old text back (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, MetaData, String, Table, create_engine, select, text
+
+from tests.integration.test_migrations import alembic
+from tracker.models import CompactUTCDateTime, ETag, UTCDateTime, items, objects
+from tracker.store import Store
+
+ETAGS = [
+    '"d41d8cd98f00b204e9800998ecf8427e"',  # a plain MD5: packed
+    '"D41D8CD98F00B204E9800998ECF8427E"',  # uppercase: kept as text
+    '"d41d8cd98f00b204e9800998ecf8427e-12"',  # multipart
+    "d41d8cd98f00b204e9800998ecf8427e",  # no quotes
+    '"zz1d8cd98f00b204e9800998ecf8427e"',  # 34 characters, not hex
+    '"é"',
+    "",
+    None,
+]
+TIMES = [
+    datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
+    datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(1, 1, 1, tzinfo=UTC),
+    None,
+]
+
+
+def _as_before(table: Table) -> Table:
+    """`table` as the 0006 code declared it: ETags as strings, times as text on SQLite."""
+
+    def before(column: Column[Any]) -> Any:
+        if isinstance(column.type, CompactUTCDateTime):
+            return UTCDateTime()
+        if isinstance(column.type, ETag):
+            return String(255)
+        return column.type.copy()
+
+    return Table(table.name, MetaData(), *(Column(c.name, before(c)) for c in table.columns))
+
+
+OLD_OBJECTS, OLD_ITEMS = _as_before(objects), _as_before(items)
+
+
+def _fill_0006(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sources (id, bucket, prefix, created_at) "
+                    "VALUES (1, 'bkt', '', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, source_id, name, frontier, created_at) "
+                    "VALUES (1, 1, 'ds', 0, CURRENT_TIMESTAMP)"
+                )
+            )
+            rows = []
+            for i, etag in enumerate(ETAGS * len(TIMES)):
+                row = {"id": i + 1, "source_id": 1, "key": f"k{i:03d}.jpg", "size": i}
+                row |= {"etag": etag, "last_modified": TIMES[i % len(TIMES)]}
+                if i % 2:  # the others keep the DDL default, CURRENT_TIMESTAMP as text
+                    row["created_at"] = TIMES[(i + 1) % len(TIMES) - 1] or TIMES[0]
+                rows.append(row)
+            for row in rows:
+                conn.execute(OLD_OBJECTS.insert().values(**row))
+            answers = [
+                {"dataset_id": 1, "object_id": r["id"], "state": "annotated", "answer": "accept"}
+                | {"answer_etag": ETAGS[(i + 3) % len(ETAGS)] if i % 3 else r["etag"]}
+                for i, r in enumerate(rows)
+            ]
+            conn.execute(OLD_ITEMS.insert(), answers)
+    finally:
+        engine.dispose()
+
+
+def _read(url: str, *tables: Table) -> list[list[dict[str, Any]]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [
+                [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id))] for t in tables
+            ]
+    finally:
+        engine.dispose()
+
+
+def _storage_classes(url: str, column: str, table: str = "objects") -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = f"SELECT DISTINCT typeof({column}) FROM {table}"
+            return set(conn.execute(text(query)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_every_value_of_an_0006_db_reads_the_same_after_the_upgrade_and_the_downgrade(db_url):
+    alembic("upgrade", "0006", url=db_url)
+    _fill_0006(db_url)
+    before = _read(db_url, OLD_OBJECTS, OLD_ITEMS)
+    alembic("upgrade", "0009", url=db_url)
+    assert _read(db_url, objects, items) == before
+    alembic("downgrade", "0006", url=db_url)
+    assert _read(db_url, OLD_OBJECTS, OLD_ITEMS) == before
+    alembic("upgrade", "0009", url=db_url)
+    assert _read(db_url, objects, items) == before
+
+
+def test_on_sqlite_md5_etags_become_blobs_and_times_integers_and_the_downgrade_text(sqlite_url):
+    alembic("upgrade", "0006", url=sqlite_url)
+    _fill_0006(sqlite_url)
+    alembic("upgrade", "0009", url=sqlite_url)
+    assert _storage_classes(sqlite_url, "etag") == {"blob", "text", "null"}
+    assert _storage_classes(sqlite_url, "answer_etag", "items") == {"blob", "text", "null"}
+    assert _storage_classes(sqlite_url, "last_modified") == {"integer", "null"}
+    assert _storage_classes(sqlite_url, "created_at") == {"integer"}
+    alembic("downgrade", "0006", url=sqlite_url)
+    assert _storage_classes(sqlite_url, "etag") == {"text", "null"}
+    assert _storage_classes(sqlite_url, "answer_etag", "items") == {"text", "null"}
+    assert _storage_classes(sqlite_url, "last_modified") == {"text", "null"}
+    assert _storage_classes(sqlite_url, "created_at") == {"text"}
+
+
+def test_answers_of_an_upgraded_db_are_changed_exactly_where_the_etag_differs(db_url):
+    alembic("upgrade", "0006", url=db_url)
+    _fill_0006(db_url)
+    [old_objects, old_items] = _read(db_url, OLD_OBJECTS, OLD_ITEMS)
+    etags = {o["id"]: o["etag"] for o in old_objects}
+    changed = sum(
+        1
+        for i in old_items
+        if i["answer_etag"] is not None
+        and etags[i["object_id"]] is not None
+        and etags[i["object_id"]] != i["answer_etag"]
+    )
+    assert 0 < changed < len(old_items)
+    with Store.open(db_url) as store:  # upgrades to head
+        assert store.bucket_changes(store.dataset(store.source("bkt"), "ds")).changed == changed
