@@ -1,9 +1,10 @@
 """Where the bytes of a key go on disk: per table and per index, on SQLite and PostgreSQL.
 
 A source under a prefix is filled with realistic keys (`<prefix>images/2024/05/IMG_...jpg`),
-MD5 ETags in quotes, sizes and second-precision last-modified times as S3 lists them; one
-dataset has claimed and answered a slice of them. The floor printed beside the total is the
-raw UTF-8 bytes of the keys themselves: what no layout can go below without compressing.
+MD5 ETags (without S3's quotes, as the lister keeps them), sizes, and second-precision
+last-modified times as S3 lists them; one dataset has claimed and answered a slice of
+them. The floor printed beside the total is the raw UTF-8 bytes of the keys themselves:
+what no layout can go below without compressing.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def pages(total: int) -> Iterator[list[ListedObject]]:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     page: list[ListedObject] = []
     for i, key in enumerate(realistic_keys(total)):
-        etag = '"' + hashlib.md5(key.encode()).hexdigest() + '"'
+        etag = hashlib.md5(key.encode()).hexdigest()  # as the lister keeps it: no quotes
         modified = start + timedelta(seconds=rng.randrange(365 * 86400))
         page.append(ListedObject(key, rng.randrange(50_000, 8_000_000), etag, modified))
         if len(page) == PAGE or i == total - 1:

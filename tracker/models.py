@@ -138,22 +138,23 @@ class CompactUTCDateTime(UTCDateTime):
         return super().process_result_value(value, dialect)
 
 
-#: What S3 gives as the ETag of an object uploaded in one part: its MD5, in lowercase hex,
-#: in double quotes. Anything else (multipart `"...-12"`, uppercase, odd) is kept as text.
-_MD5_ETAG = re.compile(r'"[0-9a-f]{32}"')
+#: An ETag as the tracker keeps it (S3's quotes stripped, `tracker.lister`) when S3 gave
+#: the MD5 of an object uploaded in one part: 32 lowercase hex digits. Anything else
+#: (multipart `...-12`, uppercase, quoted, odd) is kept as text.
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
 def pack_etag(etag: str) -> str | bytes:
     """An ETag as SQLite stores it: an MD5 one as its 16 bytes (a BLOB), any other as is."""
-    return bytes.fromhex(etag[1:33]) if _MD5_ETAG.fullmatch(etag) else etag
+    return bytes.fromhex(etag) if _MD5_ETAG.fullmatch(etag) else etag
 
 
 def unpack_etag(value: str | bytes) -> str:
-    return f'"{value.hex()}"' if isinstance(value, bytes) else value
+    return value.hex() if isinstance(value, bytes) else value
 
 
 class ETag(TypeDecorator[str]):
-    """An ETag, 16 bytes on SQLite when it is a plain MD5 (`pack_etag`) instead of 34.
+    """An ETag, 16 bytes on SQLite when it is a plain MD5 (`pack_etag`) instead of 32.
 
     Every column holding ETags that SQL compares with one another must use this type, so
     that one ETag is always stored the same way. PostgreSQL keeps text.

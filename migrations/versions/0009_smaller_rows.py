@@ -8,8 +8,9 @@ SQLite only, and values only: a column there takes any storage class whatever it
 type, so the schema (DDL) does not change and no table is rebuilt. Each value is rewritten
 in place with UPDATE (indexes on other columns are untouched):
 
-- `objects.etag` and `items.answer_etag`: a plain MD5 ETag (`"<32 lowercase hex>"`) becomes
-  its 16 bytes (a BLOB); any other ETag stays text (`tracker.models.ETag`).
+- `objects.etag` and `items.answer_etag`: a plain MD5 ETag (32 lowercase hex digits, as the
+  tracker keeps it without S3's quotes) becomes its 16 bytes (a BLOB); any other ETag stays
+  text (`tracker.models.ETag`).
 - `objects.last_modified` and `objects.created_at`: naive-UTC text becomes integer
   microseconds since the epoch (`tracker.models.CompactUTCDateTime`).
 
@@ -36,7 +37,7 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_MD5_ETAG = re.compile(r'"[0-9a-f]{32}"')
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -47,7 +48,7 @@ _TIMES = (("objects", "last_modified"), ("objects", "created_at"))
 
 def _pack_etag(value: Any) -> Any:
     if isinstance(value, str) and _MD5_ETAG.fullmatch(value):
-        return bytes.fromhex(value[1:33])
+        return bytes.fromhex(value)
     return value
 
 
@@ -90,7 +91,7 @@ def upgrade() -> None:
     for table, column in _ETAGS:
         op.execute(
             f"UPDATE {table} SET {column} = tracker_0009_pack_etag({column}) "
-            f"WHERE typeof({column}) = 'text' AND length({column}) = 34"
+            f"WHERE typeof({column}) = 'text' AND length({column}) = 32"
         )
     assignments = ", ".join(f"{c} = tracker_0009_micros({c})" for _, c in _TIMES)
     wanted = " OR ".join(f"typeof({c}) = 'text'" for _, c in _TIMES)
@@ -103,8 +104,7 @@ def downgrade() -> None:
     _register(tracker_0009_text=_text)
     for table, column in _ETAGS:
         op.execute(
-            f"UPDATE {table} SET {column} = '\"' || lower(hex({column})) || '\"' "
-            f"WHERE typeof({column}) = 'blob'"
+            f"UPDATE {table} SET {column} = lower(hex({column})) WHERE typeof({column}) = 'blob'"
         )
     assignments = ", ".join(f"{c} = tracker_0009_text({c})" for _, c in _TIMES)
     wanted = " OR ".join(f"typeof({c}) = 'integer'" for _, c in _TIMES)

@@ -14,11 +14,12 @@ from tracker.models import CompactUTCDateTime, ETag, UTCDateTime, items, objects
 from tracker.store import Store
 
 ETAGS = [
-    '"d41d8cd98f00b204e9800998ecf8427e"',  # a plain MD5: packed
-    '"D41D8CD98F00B204E9800998ECF8427E"',  # uppercase: kept as text
-    '"d41d8cd98f00b204e9800998ecf8427e-12"',  # multipart
-    "d41d8cd98f00b204e9800998ecf8427e",  # no quotes
-    '"zz1d8cd98f00b204e9800998ecf8427e"',  # 34 characters, not hex
+    "d41d8cd98f00b204e9800998ecf8427e",  # a plain MD5, S3's quotes stripped: packed
+    "D41D8CD98F00B204E9800998ECF8427E",  # uppercase: kept as text
+    "d41d8cd98f00b204e9800998ecf8427e-12",  # multipart
+    '"d41d8cd98f00b204e9800998ecf8427e"',  # quoted
+    "zz1d8cd98f00b204e9800998ecf8427e",  # 32 characters, not hex
+    "0" * 32,
     '"é"',
     "",
     None,
