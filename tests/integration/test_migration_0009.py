@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, create_engine, select, text
 
+from tests.integration.test_migration_0002 import upgrade_cli
 from tests.integration.test_migrations import alembic
 from tracker.models import CompactUTCDateTime, ETag, UTCDateTime, items, objects
 from tracker.store import Store
@@ -148,3 +149,13 @@ def test_answers_of_an_upgraded_db_are_changed_exactly_where_the_etag_differs(db
     assert 0 < changed < len(old_items)
     with Store.open(db_url) as store:  # upgrades to head
         assert store.bucket_changes(store.dataset(store.source("bkt"), "ds")).changed == changed
+
+
+def test_db_upgrade_of_an_0006_sqlite_file_says_how_to_give_the_space_back(db_url):
+    alembic("upgrade", "0006", url=db_url)
+    _fill_0006(db_url)
+    done = upgrade_cli(db_url)
+    assert done.exit_code == 0, done.output
+    assert ("VACUUM" in done.output) == db_url.startswith("sqlite")
+    again = upgrade_cli(db_url)
+    assert again.exit_code == 0 and "VACUUM" not in again.output
