@@ -26,23 +26,25 @@ from tracker.records import AnswerRecord, ListedObject
 from tracker.store import Store
 
 PAGE = 1000
-PREFIX = "projects/field-survey-2024/"
+#: The source's prefix; the totals are also measured under a long one, `LONG_PREFIX`.
+PREFIX = "survey/"
+LONG_PREFIX = "projects/field-survey-2024/"
 #: The share of keys the benchmark's dataset has claimed, and answered.
 ANSWERED = 0.02
 
 
-def realistic_keys(total: int) -> Iterator[str]:
+def realistic_keys(total: int, prefix: str) -> Iterator[str]:
     """Keys as a camera roll uploads them: year/month folders, zero-padded image numbers."""
     for i in range(total):
         month = 1 + (i * 12) // total
-        yield f"{PREFIX}images/2024/{month:02d}/IMG_{i:07d}.jpg"
+        yield f"{prefix}images/2024/{month:02d}/IMG_{i:07d}.jpg"
 
 
-def pages(total: int) -> Iterator[list[ListedObject]]:
+def pages(total: int, prefix: str) -> Iterator[list[ListedObject]]:
     rng = random.Random(7)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     page: list[ListedObject] = []
-    for i, key in enumerate(realistic_keys(total)):
+    for i, key in enumerate(realistic_keys(total, prefix)):
         etag = hashlib.md5(key.encode()).hexdigest()  # as the lister keeps it: no quotes
         modified = start + timedelta(seconds=rng.randrange(365 * 86400))
         page.append(ListedObject(key, rng.randrange(50_000, 8_000_000), etag, modified))
@@ -51,9 +53,9 @@ def pages(total: int) -> Iterator[list[ListedObject]]:
             page = []
 
 
-def fill(store: Store, total: int) -> None:
-    source = store.source("rowsize-bucket", PREFIX, create=True)
-    for page in pages(total):
+def fill(store: Store, total: int, prefix: str) -> None:
+    source = store.source("rowsize-bucket", prefix, create=True)
+    for page in pages(total, prefix):
         store.record_page(
             source, page, next_token=page[-1].key, last_key=page[-1].key, exhausted=False
         )
@@ -91,21 +93,26 @@ def pg_sizes(store: Store) -> dict[str, int]:
     return {name: int(size) for name, size in rows}
 
 
-def run(total: int, pg_url: str | None) -> Table:
-    floor = sum(len(k.encode()) for k in realistic_keys(total)) / total
+def measure(total: int, prefix: str, pg_url: str | None) -> dict[str, dict[str, int]]:
+    """Bytes per table and index for each backend (and the SQLite file's size)."""
     measured: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="tracker-rowsize-") as tmp:
         path = Path(tmp) / "rowsize.db"
         with Store.open(f"sqlite:///{path}") as store:
-            fill(store, total)
+            fill(store, total, prefix)
         measured["SQLite"] = sqlite_sizes(path)
         measured["SQLite, file"] = {"(file)": path.stat().st_size}
     if pg_url:
         with pg_schema(pg_url) as url, Store.open(url) as store:
-            fill(store, total)
+            fill(store, total, prefix)
             with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.execute(text("VACUUM ANALYZE"))
             measured["PostgreSQL"] = pg_sizes(store)
+    return measured
+
+
+def run(total: int, pg_url: str | None) -> Table:
+    measured = measure(total, PREFIX, pg_url)
     backends = [b for b in ("SQLite", "PostgreSQL") if b in measured]
     table = Table(
         f"Bytes per key on disk ({total:,} keys under `{PREFIX}`, "
@@ -117,15 +124,17 @@ def run(total: int, pg_url: str | None) -> Table:
         key=lambda n: (n.removeprefix("sqlite_autoindex_").split("_")[0], n),
     )
     for name in names:
-        table.add(
-            f"`{name}`",
-            *(
-                f"{measured[b][name] / total:,.1f}" if name in measured[b] else "-"
-                for b in backends
-            ),
-        )
+        cells = [measured[b].get(name) for b in backends]
+        table.add(f"`{name}`", *("-" if c is None else f"{c / total:,.1f}" for c in cells))
     table.add("**total**", *(f"**{sum(measured[b].values()) / total:,.1f}**" for b in backends))
-    table.add("floor: the key's own UTF-8 bytes", *(f"{floor:,.1f}" for _ in backends))
+    table.add(
+        "floor: the key's own UTF-8 bytes", *(f"{_floor(total, PREFIX):,.1f}" for _ in backends)
+    )
+    long = measure(total, LONG_PREFIX, pg_url)
+    table.add(
+        f"total under `{LONG_PREFIX}`", *(f"{sum(long[b].values()) / total:,.1f}" for b in backends)
+    )
+    table.add("floor under it", *(f"{_floor(total, LONG_PREFIX):,.1f}" for _ in backends))
     file_bytes = measured["SQLite, file"]["(file)"] / total
     table.notes.append(
         f"SQLite file after a WAL checkpoint: {file_bytes:,.1f} bytes/key (rows < 0.5 "
@@ -134,4 +143,12 @@ def run(total: int, pg_url: str | None) -> Table:
     table.notes.append(
         "PostgreSQL after VACUUM ANALYZE; tables are heap + TOAST + maps, indexes each"
     )
+    table.notes.append(
+        "each key is stored twice (the table and the unique index on source and key): a "
+        "longer prefix costs twice its length per key"
+    )
     return table
+
+
+def _floor(total: int, prefix: str) -> float:
+    return sum(len(k.encode()) for k in realistic_keys(total, prefix)) / total
