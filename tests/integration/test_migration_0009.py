@@ -11,7 +11,9 @@ from sqlalchemy import Column, MetaData, String, Table, create_engine, select, t
 
 from tests.integration.test_migration_0002 import upgrade_cli
 from tests.integration.test_migrations import alembic
-from tracker.models import CompactUTCDateTime, ETag, UTCDateTime, items, objects
+from tracker.events import Change, ObjectEvent
+from tracker.models import Answer, CompactUTCDateTime, ETag, UTCDateTime, items, objects
+from tracker.records import AnswerRecord, ListedObject
 from tracker.store import Store
 
 ETAGS = [
@@ -159,3 +161,51 @@ def test_db_upgrade_of_an_0006_sqlite_file_says_how_to_give_the_space_back(db_ur
     assert ("VACUUM" in done.output) == db_url.startswith("sqlite")
     again = upgrade_cli(db_url)
     assert again.exit_code == 0 and "VACUUM" not in again.output
+
+
+def test_on_sqlite_every_path_that_writes_objects_stores_the_compact_form(sqlite_url):
+    """A listing page (set-based and row by row), an S3 event, an answer for a key never
+    listed: an MD5 ETag as 16 bytes, times as integers, and no CURRENT_TIMESTAMP text; every
+    value reads back exactly."""
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    when = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    with Store.open(sqlite_url) as store:
+        source = store.source("bkt", create=True)
+        for bulk, key in ((True, "a.jpg"), (False, "b.jpg")):
+            store.bulk_insert = bulk
+            page = [ListedObject(key, 1, md5, when), ListedObject(key + "-2", 2, "x-2", when)]
+            store.record_page(source, page, next_token=None, last_key=page[-1].key,
+                              exhausted=False)  # fmt: skip
+        event = ObjectEvent("bkt", "c.jpg", Change.CREATED, when, 3, md5)
+        store.apply_events(source, [event], lambda key, size: True)
+        store.record_answers(
+            store.dataset(source, "ds", create=True), [AnswerRecord("d.jpg", Answer.ACCEPT, "s")]
+        )
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text(
+                    "SELECT key, typeof(etag), typeof(last_modified), typeof(created_at) "
+                    "FROM objects ORDER BY key"
+                )
+            ).all()
+            read = {r.key: r for r in conn.execute(select(objects))}
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in stored] == [
+        ("a.jpg", "blob", "integer", "integer"),
+        ("a.jpg-2", "text", "integer", "integer"),
+        ("b.jpg", "blob", "integer", "integer"),
+        ("b.jpg-2", "text", "integer", "integer"),
+        ("c.jpg", "blob", "integer", "integer"),
+        ("d.jpg", "null", "null", "integer"),
+    ]
+    assert {k: (r.etag, r.last_modified) for k, r in read.items() if k != "d.jpg"} == {
+        "a.jpg": (md5, when),
+        "a.jpg-2": ("x-2", when),
+        "b.jpg": (md5, when),
+        "b.jpg-2": ("x-2", when),
+        "c.jpg": (md5, when),
+    }
+    assert all(r.created_at.tzinfo is UTC for r in read.values())
