@@ -7,14 +7,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, MetaData, String, Table, create_engine, select, text
 
 from tests.integration.test_migration_0002 import upgrade_cli
 from tests.integration.test_migrations import alembic
+from tracker.db import alembic_config
 from tracker.events import Change, ObjectEvent
 from tracker.models import Answer, CompactUTCDateTime, ETag, UTCDateTime, items, objects
 from tracker.records import AnswerRecord, ListedObject
 from tracker.store import Store
+
+#: The revision 0009 follows (0006 when it was written; whatever it is rechained after).
+BEFORE = str(ScriptDirectory.from_config(alembic_config()).get_revision("0009").down_revision)
 
 ETAGS = [
     "d41d8cd98f00b204e9800998ecf8427e",  # a plain MD5, S3's quotes stripped: packed
@@ -110,26 +115,26 @@ def _storage_classes(url: str, column: str, table: str = "objects") -> set[str]:
 
 
 def test_every_value_of_an_0006_db_reads_the_same_after_the_upgrade_and_the_downgrade(db_url):
-    alembic("upgrade", "0006", url=db_url)
+    alembic("upgrade", BEFORE, url=db_url)
     _fill_0006(db_url)
     before = _read(db_url, OLD_OBJECTS, OLD_ITEMS)
     alembic("upgrade", "0009", url=db_url)
     assert _read(db_url, objects, items) == before
-    alembic("downgrade", "0006", url=db_url)
+    alembic("downgrade", BEFORE, url=db_url)
     assert _read(db_url, OLD_OBJECTS, OLD_ITEMS) == before
     alembic("upgrade", "0009", url=db_url)
     assert _read(db_url, objects, items) == before
 
 
 def test_on_sqlite_md5_etags_become_blobs_and_times_integers_and_the_downgrade_text(sqlite_url):
-    alembic("upgrade", "0006", url=sqlite_url)
+    alembic("upgrade", BEFORE, url=sqlite_url)
     _fill_0006(sqlite_url)
     alembic("upgrade", "0009", url=sqlite_url)
     assert _storage_classes(sqlite_url, "etag") == {"blob", "text", "null"}
     assert _storage_classes(sqlite_url, "answer_etag", "items") == {"blob", "text", "null"}
     assert _storage_classes(sqlite_url, "last_modified") == {"integer", "null"}
     assert _storage_classes(sqlite_url, "created_at") == {"integer"}
-    alembic("downgrade", "0006", url=sqlite_url)
+    alembic("downgrade", BEFORE, url=sqlite_url)
     assert _storage_classes(sqlite_url, "etag") == {"text", "null"}
     assert _storage_classes(sqlite_url, "answer_etag", "items") == {"text", "null"}
     assert _storage_classes(sqlite_url, "last_modified") == {"text", "null"}
@@ -137,7 +142,7 @@ def test_on_sqlite_md5_etags_become_blobs_and_times_integers_and_the_downgrade_t
 
 
 def test_answers_of_an_upgraded_db_are_changed_exactly_where_the_etag_differs(db_url):
-    alembic("upgrade", "0006", url=db_url)
+    alembic("upgrade", BEFORE, url=db_url)
     _fill_0006(db_url)
     [old_objects, old_items] = _read(db_url, OLD_OBJECTS, OLD_ITEMS)
     etags = {o["id"]: o["etag"] for o in old_objects}
@@ -154,7 +159,7 @@ def test_answers_of_an_upgraded_db_are_changed_exactly_where_the_etag_differs(db
 
 
 def test_db_upgrade_of_an_0006_sqlite_file_says_how_to_give_the_space_back(db_url):
-    alembic("upgrade", "0006", url=db_url)
+    alembic("upgrade", BEFORE, url=db_url)
     _fill_0006(db_url)
     done = upgrade_cli(db_url)
     assert done.exit_code == 0, done.output
