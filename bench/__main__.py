@@ -25,6 +25,7 @@ from bench import (
     order,
     parallel,
     resume,
+    rowsize,
     scale,
 )
 from bench.report import machine
@@ -60,6 +61,7 @@ SECTIONS = (
     "order",
     "annotators",
     "large",
+    "rowsize",
 )
 
 
@@ -161,6 +163,9 @@ def main() -> None:
     if "annotators" in wanted:
         annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(annotators.run(annotator_sizes, pg).markdown())
+    if "rowsize" in wanted:
+        # Bytes per key by table and index, beside the keys' own bytes.
+        emit(rowsize.run(store_keys, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ database and *how* it is configured lives here.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -343,6 +344,28 @@ def ensure_schema(engine: Engine, *, dataset: str | None = None) -> None:
         if dataset is not None:
             config.attributes["dataset"] = dataset
         command.upgrade(config, "head")
+
+
+#: The revision that rewrites SQLite rows smaller (0009): the file shrinks after a VACUUM.
+SHRINKING_REVISION = "0009"
+
+
+def vacuum_hint(url: str | URL, before: str | None) -> str | None:
+    """What to run after an upgrade from `before` that left free pages in a SQLite file:
+    VACUUM returns them to the disk, and cannot run inside the upgrade's transaction."""
+    url = make_url(url) if isinstance(url, str) else url
+    path = _sqlite_file(url) if url.get_backend_name() == "sqlite" else None
+    if path is None or before is None:
+        return None
+    script = ScriptDirectory.from_config(alembic_config())
+    older = {r.revision for r in script.iterate_revisions(SHRINKING_REVISION, "base")}
+    if before == SHRINKING_REVISION or before not in older:
+        return None
+    return (
+        f"the rows are smaller now; `sqlite3 {shlex.quote(str(path))} VACUUM` gives the "
+        "space back to the disk (it rewrites the file: ~2 s per million keys, and needs "
+        "as much free disk as the file)"
+    )
 
 
 def _refuse_unknown(script: ScriptDirectory, current: str | None, engine: Engine) -> None:

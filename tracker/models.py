@@ -8,7 +8,9 @@ fails on any drift.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,9 +30,11 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.processors import str_to_datetime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from tracker.states import Answer as Answer
 from tracker.states import ItemState as ItemState
@@ -76,6 +80,96 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact: no float)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + value * _MICROSECOND
+
+
+class _SQLiteRawDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME in the DDL (so the schema is the migrations' one) with the values
+    passed through as they are: `CompactUTCDateTime` hands it integers."""
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
+class CompactUTCDateTime(UTCDateTime):
+    """A `UTCDateTime` stored as integer microseconds since the epoch on SQLite: 8 bytes
+    instead of 26 of text, for the per-key columns of `objects` (PostgreSQL's timestamptz is
+    8 bytes already and is kept).
+
+    Reads also take SQLite's text form: a column's DDL default (CURRENT_TIMESTAMP, which a
+    migration cannot change without rebuilding the table) or a row written before 0009.
+    Only compare such a column in SQL with values of its own type.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteRawDateTime())  # type: ignore[no-untyped-call]
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return super().process_bind_param(value, dialect)
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return to_micros(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if isinstance(value, int):
+            return from_micros(value)
+        if isinstance(value, str):  # what SQLAlchemy's SQLite DATETIME would have read
+            value = str_to_datetime(value)
+        return super().process_result_value(value, dialect)
+
+
+#: An ETag as the tracker keeps it (S3's quotes stripped, `tracker.lister`) when S3 gave
+#: the MD5 of an object uploaded in one part: 32 lowercase hex digits. Anything else
+#: (multipart `...-12`, uppercase, quoted, odd) is kept as text.
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
+
+
+def pack_etag(etag: str) -> str | bytes:
+    """An ETag as SQLite stores it: an MD5 one as its 16 bytes (a BLOB), any other as is."""
+    return bytes.fromhex(etag) if _MD5_ETAG.fullmatch(etag) else etag
+
+
+def unpack_etag(value: str | bytes) -> str:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+class ETag(TypeDecorator[str]):
+    """An ETag, 16 bytes on SQLite when it is a plain MD5 (`pack_etag`) instead of 32.
+
+    Every column holding ETags that SQL compares with one another must use this type, so
+    that one ETag is always stored the same way. PostgreSQL keeps text.
+    """
+
+    impl = String(255)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return pack_etag(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else unpack_etag(value)
 
 
 def utcnow() -> datetime:
@@ -164,10 +258,12 @@ class Object(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
     size: Mapped[int | None] = mapped_column(BigInteger)
-    etag: Mapped[str | None] = mapped_column(String(255))
-    last_modified: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    etag: Mapped[str | None] = mapped_column(ETag)
+    last_modified: Mapped[datetime | None] = mapped_column(CompactUTCDateTime)
+    #: The DDL default is CURRENT_TIMESTAMP (text on SQLite); the store's inserts write
+    #: `now_micros()` there instead, so that every row has the compact form.
     created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, server_default=func.current_timestamp()
+        CompactUTCDateTime, server_default=func.current_timestamp()
     )
     #: When a complete listing pass or an ObjectRemoved event found the key gone (None:
     #: live). A deleted key is never served; a listing or event that sees it again clears it.
@@ -321,7 +417,7 @@ class Item(Base):
     annotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The object's ETag (and version) when the first answer was recorded: an object
     #: overwritten since has another ETag, and the answer is "changed".
-    answer_etag: Mapped[str | None] = mapped_column(String(255))
+    answer_etag: Mapped[str | None] = mapped_column(ETag)
     answer_version_id: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
 
 

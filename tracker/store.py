@@ -41,6 +41,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -54,6 +55,7 @@ from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
     UNRANKED,
     Answer,
+    CompactUTCDateTime,
     ItemState,
     UTCDateTime,
     datasets,
@@ -64,7 +66,9 @@ from tracker.models import (
     listing_shards,
     objects,
     owners,
+    pack_etag,
     sources,
+    to_micros,
     utcnow,
 )
 from tracker.ordering import Order, Unranked, ranks
@@ -192,8 +196,12 @@ class Store:
             yield conn
 
     def _insert(self, table: Any) -> Any:
-        dialect = postgresql if self._pg else sqlite
-        return dialect.insert(table)
+        if self._pg:
+            return postgresql.insert(table)
+        if table is objects:
+            # Not the DDL default (CURRENT_TIMESTAMP, text): see `Object.created_at`.
+            return sqlite.insert(table).values(created_at=literal_column(SQLITE_NOW_MICROS))
+        return sqlite.insert(table)
 
     # -- the clock ------------------------------------------------------------------------
 
@@ -1586,7 +1594,7 @@ class Store:
         """A listed key's facts, live, seen by the pass: only when one of them differs."""
         size = bindparam("seen_size", type_=objects.c.size.type)
         etag = bindparam("seen_etag", type_=objects.c.etag.type)
-        modified = bindparam("seen_modified", type_=UTCDateTime())
+        modified = bindparam("seen_modified", type_=CompactUTCDateTime())
         seen_pass = bindparam("seen_pass", type_=objects.c.seen_pass.type)
         return (
             update(objects)
@@ -2115,6 +2123,9 @@ def _bulk_insert_objects(
 #: Rows per multi-row INSERT on SQLite: 6 parameters each, under SQLite's 32,766 (>= 3.32).
 SQLITE_INSERT_ROWS = 5_000
 
+#: "Now" as `CompactUTCDateTime` stores it on SQLite (to the second, as CURRENT_TIMESTAMP).
+SQLITE_NOW_MICROS = "(CAST(strftime('%s', 'now') AS INTEGER) * 1000000)"
+
 
 def _sqlite_insert_objects(
     conn: Connection, source: SourceRef, page: Sequence[ListedObject], pass_seq: int
@@ -2124,34 +2135,25 @@ def _sqlite_insert_objects(
     inserted: set[str] = set()
     for start in range(0, len(page), SQLITE_INSERT_ROWS):
         chunk = page[start : start + SQLITE_INSERT_ROWS]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = ", ".join([f"(?, ?, ?, ?, ?, ?, {SQLITE_NOW_MICROS})"] * len(chunk))
         parameters: list[Any] = []
         for o in chunk:
             parameters += [
                 source.id,
                 o.key,
                 o.size,
-                o.etag,
-                _sqlite_time(o.last_modified),
+                None if o.etag is None else pack_etag(o.etag),
+                None if o.last_modified is None else to_micros(o.last_modified),
                 pass_seq,
             ]
         rows = conn.exec_driver_sql(
-            "INSERT INTO objects (source_id, key, size, etag, last_modified, seen_pass) "
+            "INSERT INTO objects "
+            "(source_id, key, size, etag, last_modified, seen_pass, created_at) "
             f"VALUES {values} ON CONFLICT (source_id, key) DO NOTHING RETURNING key",
             tuple(parameters),
         )
         inserted.update(row[0] for row in rows)
     return inserted
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """A time as SQLAlchemy stores a `UTCDateTime` on SQLite (naive UTC, microseconds)."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    # isoformat is ~2x faster than strftime; [:26] drops the "+00:00".
-    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _inventory(row: Any) -> InventoryProgress:

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine.processors import str_to_datetime
 
 from tests.db_support import schema_revision, table_names
 from tests.fixtures.build_0001_db import (
@@ -31,6 +33,7 @@ from tests.fixtures.build_0001_db import (
 from tracker.cli import cli
 from tracker.db import alembic_config, create_db_engine, ensure_schema, head_revision
 from tracker.errors import StateDBError
+from tracker.models import from_micros, unpack_etag
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = str(Path(sys.executable).with_name("alembic"))
@@ -74,6 +77,27 @@ def query(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+def moment(value: Any) -> datetime | None:
+    """A time as stored, whatever the revision: SQLite text (0001 to 0006), integer
+    microseconds (`objects` from 0009 on, SQLite), or PostgreSQL's timestamptz."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, int):
+        return from_micros(value)
+    return str_to_datetime(value).replace(tzinfo=UTC)
+
+
+def as_read(row: dict[str, Any], *times: str) -> dict[str, Any]:
+    """A row with its ETag and the listed `times` as they read, whatever their storage: an
+    ETag SQLite keeps as 16 bytes (0009) as its text, a time as a moment."""
+    etag = row["etag"]
+    return (
+        row
+        | {"etag": None if etag is None else unpack_etag(etag)}
+        | {t: moment(row[t]) for t in times}
+    )
+
+
 def execute(url: str, sql: str, **params: Any) -> None:
     engine = create_engine(url)
     try:
@@ -88,7 +112,7 @@ def old_keys(url: str) -> dict[tuple[str, str, str], dict[str, Any]]:
     rows = query(
         url, "SELECT s.bucket, s.prefix, i.* FROM items i JOIN sources s ON s.id = i.source_id"
     )
-    return {(r["bucket"], r["prefix"], r["key"]): r for r in rows}
+    return {(r["bucket"], r["prefix"], r["key"]): as_read(r, "last_modified") for r in rows}
 
 
 def new_keys(url: str) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -104,7 +128,10 @@ def new_keys(url: str) -> dict[tuple[str, str, str], dict[str, Any]]:
         "LEFT JOIN items i ON i.object_id = o.id "
         "LEFT JOIN datasets d ON d.id = i.dataset_id",
     )
-    return {(r["bucket"], r["prefix"], r["key"]): r for r in rows}
+    return {
+        (r["bucket"], r["prefix"], r["key"]): as_read(r, "last_modified", "object_created_at")
+        for r in rows
+    }
 
 
 def cursors(url: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -167,7 +194,7 @@ def test_upgrade_keeps_every_key_cursor_lease_answer_and_session(db_url):
         new = after[name]
         # Objects keep the old ids: listing order (id order) and anything citing an id.
         assert {f: new[f] for f in LISTING_FIELDS} == {f: old[f] for f in LISTING_FIELDS}
-        assert new["object_created_at"] == old["created_at"]
+        assert new["object_created_at"] == moment(old["created_at"])
         if old["state"] == "pending":
             # Implicitly pending (frontier 0): no row, so no claim has to skip one.
             assert new["item_id"] is None, name

@@ -145,7 +145,7 @@ def test_record_page_inserts_pending_keys_and_advances_cursor(store, src, ds):
 @pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "row-by-row"])
 def test_a_page_is_recorded_exactly_in_listing_order_on_either_path(store, src, bulk):
     """Proves the set-based insert (PostgreSQL: unnested arrays; SQLite: the driver's
-    multi-row VALUES, times formatted as SQLAlchemy would) and the row-by-row one agree:
+    multi-row VALUES, ETags and times in their compact form) and the row-by-row one agree:
     keys in the page's order (the frontier walks ids), duplicates and known keys not
     inserted nor counted (a known key takes the listed facts: the object may have changed),
     size / ETag / time exact to the microsecond (read back through the column's type),

@@ -15,6 +15,7 @@ from tracker.db import (
     masked,
     require_existing,
     translate_db_errors,
+    vacuum_hint,
 )
 
 
@@ -52,8 +53,13 @@ def upgrade(app: AppContext, dataset: str | None) -> None:
     """
     engine = create_db_engine(app.db_url)  # creates a new SQLite file: that is its job
     try:
+        with translate_db_errors(engine.url), engine.connect() as conn:
+            before = current_revision(conn)
         ensure_schema(engine, dataset=dataset)
         stdout.print(f"{masked(engine.url)} is at schema revision {head_revision()}")
+        hint = vacuum_hint(engine.url, before)
+        if hint:
+            stdout.print(hint)
     finally:
         engine.dispose()
 
