@@ -173,9 +173,9 @@ def _print_copy_report(report: CopyReport) -> None:
     def shown(value: int | None) -> str:
         return "" if value is None else f"{value:,}"
 
-    table = Table("table", "source rows", "target rows", "source max id", "target max id", "")
-    for t in report.tables:
-        table.add_row(
+    header = ("table", "source rows", "target rows", "source max id", "target max id", "")
+    rows = [
+        (
             t.name,
             shown(t.source_rows),
             shown(t.target_rows),
@@ -183,4 +183,16 @@ def _print_copy_report(report: CopyReport) -> None:
             shown(t.target_max_id),
             "ok" if t.ok else "DIFFERS",
         )
+        for t in report.tables
+    ]
+    if not stdout.is_terminal:  # a pipe or a log: plain columns, never cut short
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            numbers = zip(row[1:], widths[1:], strict=True)
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in numbers]
+            stdout.print("  ".join(cells).rstrip())
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
     stdout.print(table)
