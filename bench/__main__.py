@@ -15,7 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
+from bench import (
+    annotators,
+    bulk,
+    datasets,
+    dbcopy,
+    listing,
+    memory,
+    order,
+    parallel,
+    resume,
+    scale,
+)
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -48,6 +59,7 @@ SECTIONS = (
     "datasets",
     "order",
     "annotators",
+    "copy",
 )
 
 
@@ -130,6 +142,11 @@ def main() -> None:
     if "annotators" in wanted:
         annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(annotators.run(annotator_sizes, pg).markdown())
+    if "copy" in wanted:
+        # `tracker db copy` both ways (issue 12, part 8).
+        copy_keys = 100_000 if args.quick else 1_000_000
+        print(f"db copy: {copy_keys:,} keys both ways...", file=sys.stderr, flush=True)
+        emit(dbcopy.run(copy_keys, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
