@@ -192,7 +192,10 @@ def _print_copy_report(report: CopyReport) -> None:
             cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in numbers]
             stdout.print("  ".join(cells).rstrip())
         return
-    table = Table(*header)
+    table = Table()
+    table.add_column(header[0], no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    for name in header[1:]:
+        table.add_column(name, justify="right")
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
