@@ -54,6 +54,9 @@ from tracker.db import (
 from tracker.errors import StateDBError, TrackerError, UsageError
 from tracker.models import Base, UTCDateTime
 
+#: PostgreSQL's type OID of `text` (what `to_char` returns).
+_PG_TEXT = 25
+
 #: Rows per fetch from the source, and per executemany on a SQLite target.
 CHUNK_ROWS = 20_000
 
@@ -389,7 +392,11 @@ def _copy_table(
     if progress is not None:
         progress(table.name, 0, total)
     writer = _pg_writer if dst.dialect.name == "postgresql" else _sqlite_writer
-    with _source_rows(src, table) as (type_codes, chunks), writer(dst, table) as write:
+    text_times = src.dialect.name == "postgresql" and dst.dialect.name == "sqlite"
+    with (
+        _source_rows(src, table, text_times=text_times) as (type_codes, chunks),
+        writer(dst, table) as write,
+    ):
         convert = row_converter(table, src.dialect, dst.dialect, type_codes)
         for chunk in chunks:
             rows = [convert(row) for row in chunk] if convert is not None else chunk
@@ -405,11 +412,20 @@ Chunks = Iterator[Sequence[Sequence[Any]]]
 
 
 @contextmanager
-def _source_rows(src: Connection, table: Table) -> Iterator[tuple[list[Any], Chunks]]:
+def _source_rows(
+    src: Connection, table: Table, *, text_times: bool = False
+) -> Iterator[tuple[list[Any], Chunks]]:
     """The table's rows as the driver returns them, in primary-key order, in chunks, with
     the driver's type code of each column; on PostgreSQL through a server-side cursor, so
-    memory holds one chunk whatever the table's size."""
-    columns = ", ".join(_quote(src, c.name) for c in table.columns)
+    memory holds one chunk whatever the table's size. `text_times`: PostgreSQL formats
+    `UTCDateTime` columns as SQLite stores them (`sqlite_utc_text`), sparing a datetime
+    object per value in and out (~2x on a copy to SQLite)."""
+    columns = ", ".join(
+        _utc_text_sql(src, c.name)
+        if text_times and isinstance(c.type, UTCDateTime)
+        else _quote(src, c.name)
+        for c in table.columns
+    )
     order = ", ".join(_quote(src, c.name) for c in (table.primary_key.columns or table.columns))
     sql = f"SELECT {columns} FROM {_quote(src, table.name)} ORDER BY {order}"
     driver = src.connection.driver_connection
@@ -508,7 +524,9 @@ def _column_converter(
         # The hot columns (four per key), short-cut: SQLite's naive UTC text is what a
         # PostgreSQL session in UTC (`_copy`) parses to the same instant, and an aware
         # time becomes that text with one call (the general path below costs ~4x more).
-        return None if source.name == "sqlite" else sqlite_utc_text
+        if source.name == "sqlite" or isinstance(type_code, str) or type_code == _PG_TEXT:
+            return None  # already the text (`_source_rows(text_times=True)`)
+        return sqlite_utc_text
     read = type_.dialect_impl(source).result_processor(source, type_code)
     write_type = type_.dialect_impl(target)
     bind = write_type.bind_processor(target)
@@ -520,6 +538,12 @@ def _column_converter(
         return steps[0]  # type: ignore[no-any-return]
     first, second = steps
     return lambda value: second(first(value))
+
+
+def _utc_text_sql(conn: Connection, column: str) -> str:
+    """PostgreSQL SQL for a timestamptz column as `sqlite_utc_text` writes it."""
+    name = _quote(conn, column)
+    return f"to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS {name}"
 
 
 def sqlite_utc_text(value: datetime) -> str:

@@ -326,8 +326,8 @@ def test_a_count_that_differs_exits_1_with_the_table_and_rolls_back(tmp_path, pg
     build_state(source)
     real = copy_module._source_rows
 
-    def losing(src, table):  # type: ignore[no-untyped-def]
-        context = real(src, table)
+    def losing(src, table, **options):  # type: ignore[no-untyped-def]
+        context = real(src, table, **options)
 
         class Lossy:
             def __enter__(self):  # type: ignore[no-untyped-def]
