@@ -19,6 +19,7 @@ from bench import (
     annotators,
     bulk,
     datasets,
+    dbcopy,
     large,
     listing,
     memory,
@@ -62,6 +63,7 @@ SECTIONS = (
     "annotators",
     "large",
     "rowsize",
+    "copy",
 )
 
 
@@ -166,6 +168,11 @@ def main() -> None:
     if "rowsize" in wanted:
         # Bytes per key by table and index, beside the keys' own bytes.
         emit(rowsize.run(store_keys, pg).markdown())
+    if "copy" in wanted:
+        # `tracker db copy` both ways (issue 12, part 8).
+        copy_keys = 100_000 if args.quick else 1_000_000
+        print(f"db copy: {copy_keys:,} keys both ways...", file=sys.stderr, flush=True)
+        emit(dbcopy.run(copy_keys, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,16 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+def sqlite_file(url: str | None) -> Path | None:
+    """The file a state DB URL names when it is SQLite (see `resolve_url`); None for
+    PostgreSQL, an in-memory DB, or a URL that does not parse (`create_db_engine` says why)."""
+    try:
+        parsed = parse_db_url(resolve_url(url))
+    except exc.ArgumentError:
+        return None
+    return _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+
+
 def _sqlite_read_only(url: URL) -> bool:
     return url.query.get("mode") == "ro"
 
@@ -333,17 +343,25 @@ def ensure_schema(engine: Engine, *, dataset: str | None = None) -> None:
         return
     _refuse_unknown(script, current, engine)
     with translate_db_errors(engine.url), engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        current = MigrationContext.configure(conn).get_current_revision()
-        if current == head:
-            return
-        _refuse_unknown(script, current, engine)
-        config = alembic_config()
-        config.attributes["connection"] = conn
-        if dataset is not None:
-            config.attributes["dataset"] = dataset
-        command.upgrade(config, "head")
+        upgrade_in(conn, dataset=dataset)
+
+
+def upgrade_in(conn: Connection, *, dataset: str | None = None) -> None:
+    """Upgrade the DB behind `conn` to head inside the caller's write transaction (under
+    an advisory lock on PostgreSQL), so that the caller's rollback also undoes it (`tracker
+    db copy` migrates its target in the transaction that copies). Refuses a newer DB."""
+    script = ScriptDirectory.from_config(alembic_config())
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current == script.get_current_head():
+        return
+    _refuse_unknown(script, current, conn.engine)
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    if dataset is not None:
+        config.attributes["dataset"] = dataset
+    command.upgrade(config, "head")
 
 
 #: The revision that rewrites SQLite rows smaller (0009): the file shrinks after a VACUUM.

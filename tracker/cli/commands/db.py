@@ -1,12 +1,25 @@
-"""`tracker db upgrade|current`: the state DB's schema."""
+"""`tracker db upgrade|current|copy`: the state DB's schema, and moving it to another DB."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.output import stdout
+from tracker.cli.output import stderr, stdout
+from tracker.copy import CopyMismatch, CopyReport, copy_database
 from tracker.db import (
     create_db_engine,
     current_revision,
@@ -21,12 +34,13 @@ from tracker.db import (
 
 @cli.group()
 def db() -> None:
-    """Inspect and upgrade the state DB's schema.
+    """Inspect and upgrade the state DB's schema; copy it to another DB.
 
     \b
     Example:
       tracker db current
       tracker --db postgresql://annotate@db/tracker db upgrade
+      tracker db copy --to postgresql://annotate@db/tracker
     """
 
 
@@ -83,3 +97,111 @@ def current(app: AppContext) -> None:
         stdout.print(f"head:     {head_revision()}")
     finally:
         engine.dispose()
+
+
+@db.command()
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="URL",
+    help="The DB to copy into: a PostgreSQL URL, or sqlite:///PATH (created if missing).",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Empty the target's tables first (in the copy's transaction) when it holds state; "
+    "without it a non-empty target is refused (exit 6).",
+)
+@click.pass_obj
+def copy(app: AppContext, target: str, replace: bool) -> None:
+    """Copy the whole state DB (--db) into another DB: SQLite <-> PostgreSQL.
+
+    Every table (sources, cursors, keys, datasets, leases, answers, owners, shards,
+    priorities, inventory ingests...) is copied with its ids, from one consistent snapshot
+    of the source, in one transaction on the target, which is migrated to this version's
+    schema first; row counts and highest ids are checked before it commits. The source is
+    only read. Processes still running against the source keep writing there: stop the
+    recipes, copy, and restart them with the new --db / TRACKER_DB_URL.
+
+    Exit codes: 0 copied and verified; 1 the copy differs (rolled back); 2 the same DB
+    twice; 4 a DB cannot be used (bad URL, unreachable, source not at this schema);
+    6 the target holds state and --replace was not given. On failure the target is left
+    as it was.
+
+    \b
+    Example:
+      tracker db copy --to postgresql://annotate@db/tracker
+      tracker --db postgresql://annotate@db/tracker db copy --to sqlite:///laptop.db
+      tracker db copy --to postgresql://annotate@db/tracker --replace
+    """
+    with _copy_progress() as progress:
+        try:
+            report = copy_database(app.db_url, target, replace=replace, progress=progress)
+        except CopyMismatch as mismatch:
+            _print_copy_report(mismatch.report)
+            raise
+    _print_copy_report(report)
+    seconds = max(report.seconds, 1e-9)
+    stdout.print(
+        f"copied {report.rows:,} rows from {report.source} to {report.target} "
+        f"(schema {report.revision}{', target emptied first' if report.replaced else ''}) "
+        f"in {report.seconds:.1f} s, {report.rows / seconds:,.0f} rows/s; verified"
+    )
+
+
+@contextmanager
+def _copy_progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A bar per table on a terminal; nothing otherwise (the summary says it all)."""
+    if not stderr.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description:<20}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=max(total, 1))
+            bar.update(tasks[table], completed=done)
+
+        yield update
+
+
+def _print_copy_report(report: CopyReport) -> None:
+    """Rows and highest id per table, in the source and the target."""
+
+    def shown(value: int | None) -> str:
+        return "" if value is None else f"{value:,}"
+
+    header = ("table", "source rows", "target rows", "source max id", "target max id", "")
+    rows = [
+        (
+            t.name,
+            shown(t.source_rows),
+            shown(t.target_rows),
+            shown(t.source_max_id),
+            shown(t.target_max_id),
+            "ok" if t.ok else "DIFFERS",
+        )
+        for t in report.tables
+    ]
+    if not stdout.is_terminal:  # a pipe or a log: plain columns, never cut short
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            numbers = zip(row[1:], widths[1:], strict=True)
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in numbers]
+            stdout.print("  ".join(cells).rstrip())
+        return
+    table = Table()
+    table.add_column(header[0], no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    for name in header[1:]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
