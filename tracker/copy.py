@@ -52,7 +52,7 @@ from tracker.db import (
     upgrade_in,
 )
 from tracker.errors import StateDBError, TrackerError, UsageError
-from tracker.models import Base, UTCDateTime
+from tracker.models import Base, CompactUTCDateTime, UTCDateTime
 
 #: PostgreSQL's type OID of `text` (what `to_char` returns).
 _PG_TEXT = 25
@@ -421,9 +421,7 @@ def _source_rows(
     `UTCDateTime` columns as SQLite stores them (`sqlite_utc_text`), sparing a datetime
     object per value in and out (~2x on a copy to SQLite)."""
     columns = ", ".join(
-        _utc_text_sql(src, c.name)
-        if text_times and isinstance(c.type, UTCDateTime)
-        else _quote(src, c.name)
+        _utc_text_sql(src, c.name) if text_times and _text_time(c.type) else _quote(src, c.name)
         for c in table.columns
     )
     order = ", ".join(_quote(src, c.name) for c in (table.primary_key.columns or table.columns))
@@ -520,7 +518,7 @@ def row_converter(
 def _column_converter(
     type_: Any, source: Dialect, target: Dialect, type_code: Any
 ) -> Callable[[Any], Any] | None:
-    if isinstance(type_, UTCDateTime):
+    if _text_time(type_):
         # The hot columns (four per key), short-cut: SQLite's naive UTC text is what a
         # PostgreSQL session in UTC (`_copy`) parses to the same instant, and an aware
         # time becomes that text with one call (the general path below costs ~4x more).
@@ -538,6 +536,12 @@ def _column_converter(
         return steps[0]  # type: ignore[no-any-return]
     first, second = steps
     return lambda value: second(first(value))
+
+
+def _text_time(type_: Any) -> bool:
+    """A time SQLite stores as naive UTC text: copied by the short cut. Not the compact
+    times (integer microseconds on SQLite), which take their type's own conversions."""
+    return isinstance(type_, UTCDateTime) and not isinstance(type_, CompactUTCDateTime)
 
 
 def _utc_text_sql(conn: Connection, column: str) -> str:
