@@ -424,7 +424,8 @@ class SourceCount(Base):
     __table_args__ = (Index("ix_source_counts_source_id", "source_id"),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    source_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("sources.id", ondelete="CASCADE"))
+    #: No foreign key, on purpose: see migration 0007 (a KEY SHARE lock per delta).
+    source_id: Mapped[int] = mapped_column(BigIntId)
     listed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     deleted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -437,7 +438,8 @@ class DatasetCount(Base):
     __table_args__ = (Index("ix_dataset_counts_dataset_id", "dataset_id"),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("datasets.id", ondelete="CASCADE"))
+    #: No foreign key, on purpose: see migration 0007 (a KEY SHARE lock per delta).
+    dataset_id: Mapped[int] = mapped_column(BigIntId)
     served: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     annotated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     failed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

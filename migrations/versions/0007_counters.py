@@ -24,8 +24,12 @@ answer_etag`; `deleted_at, etag` on objects) and a WHEN clause, because PostgreS
 no column list on a trigger with transition tables, and an UPDATE of other columns over
 every row (a later migration's) must not pay for counting.
 
-Nothing deletes `items` or `objects` rows but the cascade from a deleted source or
-dataset, whose counter rows cascade with them: there are no DELETE triggers.
+The counter tables have no foreign key on purpose: on PostgreSQL inserting a row that
+references `datasets` takes a KEY SHARE lock on the dataset's row, which conflicts with the
+claim's FOR UPDATE of it, and two claimers each holding one and waiting for the other
+deadlock. Nothing deletes `items` or `objects` rows but a cascade from a deleted source or
+dataset (the store never deletes either): there are no DELETE triggers, and `tracker db
+check --repair` drops counter rows left by such a deletion.
 
 The upgrade fills the counters from the current rows (one grouped pass over each table);
 the downgrade drops the triggers, their functions and both tables.
@@ -101,12 +105,6 @@ def _tables() -> None:
         sa.Column("source_id", _ID, nullable=False),
         sa.Column("listed", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("deleted", sa.BigInteger(), server_default="0", nullable=False),
-        sa.ForeignKeyConstraint(
-            ["source_id"],
-            ["sources.id"],
-            name=op.f("fk_source_counts_source_id_sources"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_source_counts")),
     )
     op.create_index("ix_source_counts_source_id", "source_counts", ["source_id"])
@@ -117,12 +115,6 @@ def _tables() -> None:
         *(
             sa.Column(name, sa.BigInteger(), server_default="0", nullable=False)
             for name in _ITEM_COUNTERS
-        ),
-        sa.ForeignKeyConstraint(
-            ["dataset_id"],
-            ["datasets.id"],
-            name=op.f("fk_dataset_counts_dataset_id_datasets"),
-            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dataset_counts")),
     )
