@@ -67,7 +67,9 @@ class CounterMachine(RuleBasedStateMachine):
     def first_page(self, keys):
         self.record_page(keys, "e1")
 
-    @rule(keys=st.lists(st.sampled_from(KEYS), max_size=4, unique=True), etag=st.sampled_from(ETAGS))
+    @rule(
+        keys=st.lists(st.sampled_from(KEYS), max_size=4, unique=True), etag=st.sampled_from(ETAGS)
+    )
     def record_page(self, keys, etag):
         page = [ListedObject(k, 1, etag) for k in keys]
         self.store.record_page(self.source, page, next_token=None, last_key=None, exhausted=False)
@@ -179,9 +181,7 @@ class CounterMachine(RuleBasedStateMachine):
         changes roll back with them."""
         dataset = self._dataset(data)
         with pytest.raises(Rollback), self.store._write() as conn:
-            conn.execute(
-                update(items).where(items.c.dataset_id == dataset.id).values(state=state)
-            )
+            conn.execute(update(items).where(items.c.dataset_id == dataset.id).values(state=state))
             conn.execute(
                 objects.insert().values(source_id=self.source.id, key="rolled-back", etag="x")
             )
@@ -194,8 +194,6 @@ class CounterMachine(RuleBasedStateMachine):
         assert self.store.source_numbers(self.source) == self.store.recount_source(self.source)
         for dataset in self.datasets:
             assert self.store.numbers(dataset) == self.store.recount_numbers(dataset)
-
-
 
 
 def _settings(db_url: str) -> settings:

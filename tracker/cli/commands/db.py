@@ -1,12 +1,15 @@
-"""`tracker db upgrade|current`: the state DB's schema."""
+"""`tracker db upgrade|current|check`: the state DB's schema, and its counters recounted."""
 
 from __future__ import annotations
+
+import json
 
 import click
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.output import stdout
+from tracker.cli.output import stdout, write_lines
+from tracker.cli.tables import render_check
 from tracker.db import (
     create_db_engine,
     current_revision,
@@ -16,11 +19,13 @@ from tracker.db import (
     require_existing,
     translate_db_errors,
 )
+from tracker.dbcheck import check as run_check
+from tracker.errors import CountsDiffer
 
 
 @cli.group()
 def db() -> None:
-    """Inspect and upgrade the state DB's schema.
+    """Inspect and upgrade the state DB's schema; check its counters.
 
     \b
     Example:
@@ -77,3 +82,54 @@ def current(app: AppContext) -> None:
         stdout.print(f"head:     {head_revision()}")
     finally:
         engine.dispose()
+
+
+@db.command()
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite every counter from the recount (one transaction), and ANALYZE the "
+    "tables with stale statistics (PostgreSQL). VACUUM is never run: its command is printed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.pass_obj
+def check(app: AppContext, repair: bool, as_json: bool) -> None:
+    """Recount every source and dataset and compare with the counters behind `status`;
+    on PostgreSQL, report tables with stale statistics or dead-tuple bloat and the
+    command that fixes each.
+
+    Exits 6 when a counter differs from the recount (after --repair: when one still does).
+    The recount reads every row: seconds per million keys.
+
+    \b
+    Example:
+      tracker db check
+      tracker db check --repair
+      tracker --db postgresql://annotate@db/tracker db check --json
+    """
+    store = app.store
+    report = run_check(store)
+    repaired: list[str] = []
+    if repair and report.differences:
+        store.repair_counts()
+        repaired.append("counters rewritten from the recount")
+    if repair:
+        stale = sorted({t for t, _, c in report.advice if c == f"ANALYZE {t}"})
+        if stale:
+            store.analyze_tables(stale)
+            repaired.append("ran " + "; ".join(f"ANALYZE {t}" for t in stale))
+    if repaired:
+        report = run_check(store)
+    if as_json:
+        payload = report.to_json()
+        payload["repaired"] = repaired
+        write_lines([json.dumps(payload, ensure_ascii=True, indent=2), "\n"])
+    else:
+        render_check(stdout, report)
+        for line in repaired:
+            stdout.print(f"repaired: {line}")
+    if report.differences:
+        raise CountsDiffer(
+            f"{len(report.differences)} counted numbers differ from the recount; "
+            "`tracker db check --repair` rewrites the counters"
+        )
