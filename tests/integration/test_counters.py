@@ -226,8 +226,11 @@ def _worker(url: str, bucket: str, owner: str, rounds: int) -> None:
             if n % 3 == 0:
                 store.release(dataset, owner)
             if n % 7 == 0:
-                store.to_pending(dataset, ItemFilter(states=frozenset({ItemState.ANNOTATED}),
-                                                     keys=frozenset(r.key for r in answered)))  # fmt: skip
+                again = ItemFilter(
+                    states=frozenset({ItemState.ANNOTATED}),
+                    keys=frozenset(r.key for r in answered),
+                )
+                store.to_pending(dataset, again)
 
 
 def test_counters_equal_count_star_after_concurrent_processes_claim_and_answer(db_url):
