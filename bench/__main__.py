@@ -15,7 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
+from bench import (
+    annotators,
+    bulk,
+    datasets,
+    listing,
+    memory,
+    order,
+    parallel,
+    resume,
+    scale,
+    status,
+)
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -48,6 +59,7 @@ SECTIONS = (
     "datasets",
     "order",
     "annotators",
+    "status",
 )
 
 
@@ -130,6 +142,13 @@ def main() -> None:
     if "annotators" in wanted:
         annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(annotators.run(annotator_sizes, pg).markdown())
+    if "status" in wanted:
+        # Counters vs COUNT(*): TRACKER_BENCH_STATUS_KEYS (e.g. 10000000) for another size.
+        status_sizes = [100_000] if args.quick else [1_000_000]
+        extra = os.environ.get("TRACKER_BENCH_STATUS_KEYS")
+        if extra:
+            status_sizes = [int(n) for n in extra.split(",")]
+        emit(status.run(status_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
