@@ -14,9 +14,9 @@ from tracker.records import AnswerRecord, ListedObject
 from tracker.states import Answer
 from tracker.store import Store
 
-#: An 0006 DB (ids from 1, as a new schema's sequences give them): one source of four objects (d.jpg deleted, a.jpg overwritten since its
-#: answer), two datasets: ds answered a.jpg and d.jpg, holds b.jpg, has c.jpg past its
-#: frontier; other failed b.jpg only.
+#: An 0006 DB (ids from 1, as a new schema's sequences give them): one source of four
+#: objects (d.jpg deleted, a.jpg overwritten since its answer), two datasets: ds answered
+#: a.jpg and d.jpg, holds b.jpg, has c.jpg past its frontier; other failed b.jpg only.
 _0006_ROWS = (
     "INSERT INTO sources (bucket, prefix, created_at) VALUES ('bkt', '', CURRENT_TIMESTAMP)",
     "INSERT INTO listing_cursors (source_id, updated_at) VALUES (1, CURRENT_TIMESTAMP)",
