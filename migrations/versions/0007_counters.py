@@ -198,6 +198,15 @@ _SQLITE_TRIGGERS = (
 # -- PostgreSQL: insert-only deltas, compacted now and then --------------------------------
 
 
+def _after_insert_statement(function: str, table: str) -> None:
+    """Run `function` once per INSERT statement into `table`, its rows as `inserted`."""
+    op.execute(
+        f"CREATE TRIGGER {function} AFTER INSERT ON {table} "
+        "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT "
+        f"EXECUTE FUNCTION {function}()"
+    )
+
+
 def _pg_upgrade() -> None:
     sums = ", ".join(f"sum({c})" for c in _ITEM_COUNTERS)
     op.execute(
@@ -241,11 +250,7 @@ BEGIN
     RETURN NULL;
 END $$"""
     )
-    op.execute(
-        "CREATE TRIGGER tracker_count_items_inserted AFTER INSERT ON items "
-        "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT "
-        "EXECUTE FUNCTION tracker_count_items_inserted()"
-    )
+    _after_insert_statement("tracker_count_items_inserted", "items")
     update_deltas = ", ".join(_delta(("NEW", "o"), ("OLD", "o"), pg=True))
     op.execute(
         f"""
@@ -281,11 +286,7 @@ BEGIN
     RETURN NULL;
 END $$"""
     )
-    op.execute(
-        "CREATE TRIGGER tracker_count_objects_inserted AFTER INSERT ON objects "
-        "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT "
-        "EXECUTE FUNCTION tracker_count_objects_inserted()"
-    )
+    _after_insert_statement("tracker_count_objects_inserted", "objects")
     object_deltas = ", ".join(_delta(("r", "NEW"), ("r", "OLD"), pg=True))
     op.execute(
         f"""

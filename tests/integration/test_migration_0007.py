@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import create_engine, inspect, text
 
-from tests.integration.test_migrations import alembic
+from tests.integration.test_migrations import alembic, execute_sql
 from tracker.records import AnswerRecord, ListedObject
 from tracker.states import Answer
 from tracker.store import Store
@@ -36,13 +36,7 @@ _0006_ROWS = (
 
 def _filled_0006(url: str) -> None:
     alembic("upgrade", "0006", url=url)
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in _0006_ROWS:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
+    execute_sql(url, _0006_ROWS)
 
 
 def test_the_upgrade_fills_the_counters_of_an_0006_db_from_its_rows(db_url):
