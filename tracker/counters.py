@@ -59,6 +59,11 @@ def pending(source: SourceTally, dataset: DatasetTally) -> int:
     Equal to the oracle (`Store._pending`: pending rows, plus objects past the frontier
     without a row) because every object at or below a dataset's frontier has a row: the
     frontier only moves past objects it gave rows to (`Store._claim_new`, `_rank_new`).
+    One known exception, on PostgreSQL only: an object whose insert commits after a claim
+    of another transaction moved the frontier past its id (ids come from a sequence, in
+    the order inserts start, not commit). The oracle then never counts it pending (and no
+    claim serves it); these counters do. `tracker db check` shows it as a `pending`
+    difference.
     """
     live = source.listed - source.deleted
     return live - dataset.live_served - dataset.live_annotated - dataset.live_failed

@@ -1934,18 +1934,6 @@ class Store:
                 source_counts.insert().from_select(["source_id", "listed", "deleted"], per_source)
             )
 
-    def corrupt_counter(self, dataset: DatasetRef, name: str, by: int) -> None:
-        """Add `by` to one of the dataset's counters behind the triggers' back: for tests
-        of `db check`, which must find it."""
-        with self._write() as conn:
-            conn.execute(
-                dataset_counts.insert().values(dataset_id=dataset.id, **{name: by})
-                if self._pg
-                else update(dataset_counts)
-                .where(dataset_counts.c.dataset_id == dataset.id)
-                .values({name: dataset_counts.c[name] + by})
-            )
-
     def table_health(self) -> list[TableHealth]:
         """PostgreSQL's statistics of the tracker's tables (`pg_stat_user_tables`): rows
         live and dead, rows changed since the last ANALYZE, and whether there was one.
