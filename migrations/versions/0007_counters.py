@@ -209,6 +209,15 @@ def _after_insert_statement(function: str, table: str) -> None:
     )
 
 
+def _trigger_function(name: str, declare: str, body: str) -> None:
+    """A PL/pgSQL trigger function: `declare`d variables, then `body`; returns NULL (an
+    AFTER trigger's result is ignored)."""
+    op.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"DECLARE {declare}\nBEGIN\n{body}    RETURN NULL;\nEND $$"
+    )
+
+
 def _pg_upgrade() -> None:
     sums = ", ".join(f"sum({c})" for c in _ITEM_COUNTERS)
     op.execute(
@@ -238,44 +247,39 @@ END $$"""
         "PERFORM tracker_compact_dataset_counts(delta_dataset); END IF;"
     )
     insert_sums = ", ".join(f"sum({d})" for d in _delta(("r", "o"), None, pg=True))
-    op.execute(
+    _trigger_function(
+        "tracker_count_items_inserted",
+        "delta_id bigint; delta_dataset bigint;",
         f"""
-CREATE FUNCTION tracker_count_items_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE delta_id bigint; delta_dataset bigint;
-BEGIN
     FOR delta_id, delta_dataset IN
         INSERT INTO dataset_counts (dataset_id, {_COLUMNS})
         SELECT r.dataset_id, {insert_sums}
         FROM inserted r JOIN objects o ON o.id = r.object_id GROUP BY r.dataset_id
         RETURNING id, dataset_id
     LOOP {compact_dataset} END LOOP;
-    RETURN NULL;
-END $$"""
+""",
     )
     _after_insert_statement("tracker_count_items_inserted", "items")
     update_deltas = ", ".join(_delta(("NEW", "o"), ("OLD", "o"), pg=True))
-    op.execute(
+    _trigger_function(
+        "tracker_count_item_updated",
+        "delta_id bigint; delta_dataset bigint := NEW.dataset_id;",
         f"""
-CREATE FUNCTION tracker_count_item_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE delta_id bigint; delta_dataset bigint := NEW.dataset_id;
-BEGIN
     INSERT INTO dataset_counts (dataset_id, {_COLUMNS})
     SELECT NEW.dataset_id, {update_deltas} FROM objects o WHERE o.id = NEW.object_id
     RETURNING id INTO delta_id;
     {compact_dataset}
-    RETURN NULL;
-END $$"""
+""",
     )
     op.execute(
         "CREATE TRIGGER tracker_count_item_updated AFTER UPDATE OF state, answer, answer_etag "
         f"ON items FOR EACH ROW WHEN ({_ITEM_CHANGED}) "
         "EXECUTE FUNCTION tracker_count_item_updated()"
     )
-    op.execute(
+    _trigger_function(
+        "tracker_count_objects_inserted",
+        "delta_id bigint; delta_source bigint;",
         f"""
-CREATE FUNCTION tracker_count_objects_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE delta_id bigint; delta_source bigint;
-BEGIN
     FOR delta_id, delta_source IN
         INSERT INTO source_counts (source_id, listed, deleted)
         SELECT source_id, count(*), count(deleted_at) FROM inserted GROUP BY source_id
@@ -285,16 +289,14 @@ BEGIN
             PERFORM tracker_compact_source_counts(delta_source);
         END IF;
     END LOOP;
-    RETURN NULL;
-END $$"""
+""",
     )
     _after_insert_statement("tracker_count_objects_inserted", "objects")
     object_deltas = ", ".join(_delta(("r", "NEW"), ("r", "OLD"), pg=True))
-    op.execute(
+    _trigger_function(
+        "tracker_count_object_updated",
+        "delta_id bigint; delta_dataset bigint;",
         f"""
-CREATE FUNCTION tracker_count_object_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE delta_id bigint; delta_dataset bigint;
-BEGIN
     IF (OLD.deleted_at IS NULL) <> (NEW.deleted_at IS NULL) THEN
         INSERT INTO source_counts (source_id, deleted) VALUES (NEW.source_id,
             (NEW.deleted_at IS NOT NULL)::int - (OLD.deleted_at IS NOT NULL)::int)
@@ -311,8 +313,7 @@ BEGIN
         WHERE ds.source_id = NEW.source_id
         RETURNING id, dataset_id
     LOOP {compact_dataset} END LOOP;
-    RETURN NULL;
-END $$"""
+""",
     )
     op.execute(
         "CREATE TRIGGER tracker_count_object_updated AFTER UPDATE OF deleted_at, etag "
