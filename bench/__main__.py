@@ -28,6 +28,7 @@ from bench import (
     resume,
     rowsize,
     scale,
+    status,
 )
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
@@ -64,6 +65,7 @@ SECTIONS = (
     "large",
     "rowsize",
     "copy",
+    "status",
 )
 
 
@@ -173,6 +175,13 @@ def main() -> None:
         copy_keys = 100_000 if args.quick else 1_000_000
         print(f"db copy: {copy_keys:,} keys both ways...", file=sys.stderr, flush=True)
         emit(dbcopy.run(copy_keys, pg).markdown())
+    if "status" in wanted:
+        # Counters vs COUNT(*): TRACKER_BENCH_STATUS_KEYS (e.g. 10000000) for another size.
+        status_sizes = [100_000] if args.quick else [1_000_000]
+        extra = os.environ.get("TRACKER_BENCH_STATUS_KEYS")
+        if extra:
+            status_sizes = [int(n) for n in extra.split(",")]
+        emit(status.run(status_sizes, pg).markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,9 @@ class Interrupted(TrackerError):
 class InventoryError(UsageError):
     """An S3 Inventory report that cannot be read: no manifest, bad JSON, another bucket,
     an unsupported format, a data file whose checksum differs, pyarrow not installed."""
+
+
+class CountsDiffer(TrackerError):
+    """`tracker db check` found counters that differ from the recount (see README)."""
+
+    exit_code = 7

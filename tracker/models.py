@@ -509,3 +509,59 @@ class KeyPriority(Base):
 
 
 key_priorities: Table = KeyPriority.__table__  # type: ignore[assignment]
+
+
+class SourceCount(Base):
+    """Counters of a source's objects, kept by triggers (migration 0007): keys listed,
+    keys marked deleted. The source's numbers are the sums of its rows: one row on SQLite,
+    delta rows on PostgreSQL until they are compacted (see `tracker.counters`)."""
+
+    __tablename__ = "source_counts"
+    __table_args__ = (Index("ix_source_counts_source_id", "source_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    #: No foreign key, on purpose: see migration 0007 (a KEY SHARE lock per delta).
+    source_id: Mapped[int] = mapped_column(BigIntId)
+    listed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    deleted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class DatasetCount(Base):
+    """Counters of a dataset's `items` rows, kept by triggers (migration 0007); what each
+    column counts is `tracker.counters.ITEM_COUNTERS`. Summed like `SourceCount`."""
+
+    __tablename__ = "dataset_counts"
+    __table_args__ = (Index("ix_dataset_counts_dataset_id", "dataset_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    #: No foreign key, on purpose: see migration 0007 (a KEY SHARE lock per delta).
+    dataset_id: Mapped[int] = mapped_column(BigIntId)
+    served: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    annotated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    live_served: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    live_annotated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    live_failed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    accepted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    rejected: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    ignored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    changed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+source_counts: Table = SourceCount.__table__  # type: ignore[assignment]
+dataset_counts: Table = DatasetCount.__table__  # type: ignore[assignment]
+
+#: The tables `tracker db check` reports PostgreSQL's statistics for.
+TRACKED_TABLES: tuple[Table, ...] = (
+    sources,
+    listing_cursors,
+    objects,
+    datasets,
+    items,
+    owners,
+    listing_shards,
+    inventory_ingests,
+    key_priorities,
+    source_counts,
+    dataset_counts,
+)

@@ -38,6 +38,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     func,
     literal,
@@ -49,15 +50,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tracker.counters import (
+    ITEM_COUNTERS,
+    DatasetTally,
+    Numbers,
+    SourceTally,
+    TableHealth,
+    changes_of,
+    counts_of,
+    numbers,
+    numbers_of,
+)
+from tracker.counters import pending as counter_pending
 from tracker.db import create_db_engine, ensure_schema, masked, translate_db_errors
 from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
 from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
+    TRACKED_TABLES,
     UNRANKED,
     Answer,
     CompactUTCDateTime,
     ItemState,
     UTCDateTime,
+    dataset_counts,
     datasets,
     inventory_ingests,
     items,
@@ -67,6 +82,7 @@ from tracker.models import (
     objects,
     owners,
     pack_etag,
+    source_counts,
     sources,
     to_micros,
     utcnow,
@@ -307,13 +323,9 @@ class Store:
             return [DatasetRef(r.id, r.name, source) for r in rows]
 
     def object_count(self, source: SourceRef) -> int:
-        """Keys listed in the source (every dataset's total)."""
+        """Keys listed in the source (every dataset's total), from its counters."""
         with self._read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).where(objects.c.source_id == source.id)
-                ).scalar_one()
-            )
+            return self._source_tally(conn, source).listed
 
     def cursor(self, source: SourceRef) -> Cursor:
         with self._read() as conn:
@@ -1106,6 +1118,9 @@ class Store:
                     ),
                     [{"source_id": dataset.source.id, "key": key} for key in missing],
                 )
+                # Every one of them: no other writer runs beside this one on SQLite (the
+                # only backend where this counts, see `_count_new_objects`).
+                self._count_new_objects(conn, dataset.source, len(missing))
                 object_ids.update(self._object_ids(conn, dataset.source, missing))
             # Keys this dataset has no row for yet get one (pending), then are answered.
             conn.execute(
@@ -1209,15 +1224,13 @@ class Store:
         keys `owner` holds), and the next lease expiry.
 
         The stream asks this when it has nothing to claim, to tell "wait for other owners'
-        leases" from "done". Index range counts, whatever the size of the source.
+        leases" from "done". Counters and index range reads, whatever the size of the source.
         """
         # Deleted keys are not work: never served again, so never waited for.
         in_dataset = and_(items.c.dataset_id == dataset.id, ~_object_deleted(items.c.object_id))
         with self._read() as conn:
-            pending = self._pending(conn, dataset)
-            served = conn.execute(
-                select(func.count()).where(in_dataset, items.c.state == ItemState.SERVED)
-            ).scalar_one()
+            tallies = self._tallies(conn, dataset)
+            pending, served = counter_pending(*tallies), tallies[1].live_served
             next_expiry, now = conn.execute(
                 select(
                     select(func.min(items.c.lease_expires_at))
@@ -1390,15 +1403,23 @@ class Store:
     def counts(self, dataset: DatasetRef) -> Counts:
         """Counts by state and answer, expired leases and the last hour's annotations.
 
-        Each is answered from an index (see `tracker.models.Item`), so this stays fast at
-        millions of keys. Imported answers are not "annotated in the last hour".
+        States and answers are the counters' sums (`tracker.counters`): a few rows whatever
+        the number of keys. Expired leases and the last hour stay index range counts, small
+        by nature. Imported answers are not "annotated in the last hour".
         """
+        with self._read() as conn:
+            counts = counts_of(*self._tallies(conn, dataset))
+            self._recent(conn, dataset, counts)
+        return counts
+
+    def recount(self, dataset: DatasetRef) -> Counts:
+        """`counts` from COUNT(*)s of the rows (index range counts that grow with the
+        source): the oracle that `tracker db check` compares the counters with."""
         in_dataset = items.c.dataset_id == dataset.id
         # One index range count per state and per answer: on SQLite this is about twice as
         # fast as GROUP BY over the same covering index (no grouping of a million entries).
         states = [s for s in ItemState if s is not ItemState.PENDING]
         answers = list(Answer)
-        params = self._times(hour=-timedelta(hours=1))
         with self._read() as conn:
             by_state = conn.execute(
                 select(
@@ -1423,24 +1444,30 @@ class Store:
                 )
             ).one()
             counts.by_answer = {a: n for a, n in zip(answers, by_answer, strict=True) if n}
-            counts.expired_leases = conn.execute(
-                select(func.count()).where(
-                    in_dataset,
-                    items.c.state == ItemState.SERVED,
-                    items.c.lease_expires_at <= self._now,
-                ),
-                params,
-            ).scalar_one()
-            counts.annotated_last_hour = conn.execute(
-                select(func.count()).where(
-                    in_dataset,
-                    items.c.answer.in_(answers),
-                    items.c.annotated_at >= self._in("hour"),
-                    items.c.imported.is_(False),
-                ),
-                params,
-            ).scalar_one()
+            self._recent(conn, dataset, counts)
         return counts
+
+    def _recent(self, conn: Connection, dataset: DatasetRef, counts: Counts) -> None:
+        """Fill in expired leases and the last hour's annotations: index range counts."""
+        answers = list(Answer)
+        params = self._times(hour=-timedelta(hours=1))
+        counts.expired_leases = conn.execute(
+            select(func.count()).where(
+                items.c.dataset_id == dataset.id,
+                items.c.state == ItemState.SERVED,
+                items.c.lease_expires_at <= self._now,
+            ),
+            params,
+        ).scalar_one()
+        counts.annotated_last_hour = conn.execute(
+            select(func.count()).where(
+                items.c.dataset_id == dataset.id,
+                items.c.answer.in_(answers),
+                items.c.annotated_at >= self._in("hour"),
+                items.c.imported.is_(False),
+            ),
+            params,
+        ).scalar_one()
 
     def annotators(self, dataset: DatasetRef, *, timed: int = 1000) -> list[AnnotatorStats]:
         """Per Prodigy session that answered: answers by answer, answers in the last hour,
@@ -1550,6 +1577,7 @@ class Store:
                 new_keys = _bulk_insert_objects(conn, source, page, pass_seq)
             else:
                 new_keys = _sqlite_insert_objects(conn, source, page, pass_seq)
+            self._count_new_objects(conn, source, len(new_keys))
             seen = [o for o in seen if o.key not in new_keys]
         if seen:
             conn.execute(
@@ -1730,6 +1758,8 @@ class Store:
                         .values(source_id=source.id, key=event.key, **facts)
                         .on_conflict_do_nothing(index_elements=["source_id", "key"])
                     ).rowcount
+                    gone = int(facts.get("deleted_at") is not None)
+                    self._count_new_objects(conn, source, inserted, deleted=inserted * gone)
                 if not inserted:
                     conn.execute(
                         update(objects)
@@ -1748,7 +1778,12 @@ class Store:
 
     def bucket_changes(self, dataset: DatasetRef) -> BucketChanges:
         """Deleted keys of the dataset's source, and of them those it annotated; annotated
-        keys whose object was overwritten since the answer."""
+        keys whose object was overwritten since the answer. From the counters."""
+        with self._read() as conn:
+            return changes_of(*self._tallies(conn, dataset))
+
+    def recount_bucket_changes(self, dataset: DatasetRef) -> BucketChanges:
+        """`bucket_changes` from COUNT(*)s of the rows: the oracle of its counters."""
         live = objects.c.source_id == dataset.source.id
         with self._read() as conn:
             deleted = conn.execute(
@@ -1769,15 +1804,182 @@ class Store:
         return BucketChanges(int(deleted), int(deleted_annotated), int(changed))
 
     def deleted_count(self, source: SourceRef) -> int:
-        """Keys of the source marked deleted (from the small partial index)."""
+        """Keys of the source marked deleted, from its counters."""
         with self._read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).where(
-                        objects.c.source_id == source.id, objects.c.deleted_at.is_not(None)
-                    )
-                ).scalar_one()
+            return self._source_tally(conn, source).deleted
+
+    # -- counters (`tracker.counters`): kept by triggers, recounted by `db check` --------
+
+    def _count_new_objects(
+        self, conn: Connection, source: SourceRef, listed: int, *, deleted: int = 0
+    ) -> None:
+        """Add objects this transaction inserted to the source's counters, on SQLite.
+
+        Every other counter is kept by triggers; on SQLite a row-level trigger on INSERT
+        INTO objects cost 10-25% of bulk recording (migration 0007), so each statement that
+        inserts objects calls this instead. On PostgreSQL a statement-level trigger counts
+        them (one grouped row per INSERT): nothing to do here.
+        """
+        if self._pg or not (listed or deleted):
+            return
+        conn.execute(
+            update(source_counts)
+            .where(source_counts.c.source_id == source.id)
+            .values(
+                listed=source_counts.c.listed + listed,
+                deleted=source_counts.c.deleted + deleted,
             )
+        )
+
+    def _source_tally(self, conn: Connection, source: SourceRef) -> SourceTally:
+        """The source's counters: the sum of its rows (one on SQLite; deltas not yet
+        compacted on PostgreSQL, at most about a thousand)."""
+        row = conn.execute(
+            select(
+                func.coalesce(func.sum(source_counts.c.listed), 0),
+                func.coalesce(func.sum(source_counts.c.deleted), 0),
+            ).where(source_counts.c.source_id == source.id)
+        ).one()
+        return SourceTally(int(row[0]), int(row[1]))
+
+    def _tallies(self, conn: Connection, dataset: DatasetRef) -> tuple[SourceTally, DatasetTally]:
+        """The dataset's counters and its source's."""
+        row = conn.execute(
+            select(
+                *(func.coalesce(func.sum(dataset_counts.c[name]), 0) for name in ITEM_COUNTERS)
+            ).where(dataset_counts.c.dataset_id == dataset.id)
+        ).one()
+        tally = DatasetTally(**{name: int(n) for name, n in zip(ITEM_COUNTERS, row, strict=True)})
+        return self._source_tally(conn, dataset.source), tally
+
+    def numbers(self, dataset: DatasetRef) -> Numbers:
+        """Every number the counters stand for (`tracker db check`'s "kept" side)."""
+        with self._read() as conn:
+            return numbers_of(*self._tallies(conn, dataset))
+
+    def recount_numbers(self, dataset: DatasetRef) -> Numbers:
+        """The same numbers from COUNT(*)s of the rows: the oracle."""
+        listed, _ = self.recount_source(dataset.source)
+        in_dataset = and_(items.c.dataset_id == dataset.id, ~_object_deleted(items.c.object_id))
+        with self._read() as conn:
+            open_served = conn.execute(
+                select(func.count()).where(in_dataset, items.c.state == ItemState.SERVED)
+            ).scalar_one()
+        return numbers(
+            listed, self.recount(dataset), self.recount_bucket_changes(dataset), int(open_served)
+        )
+
+    def source_numbers(self, source: SourceRef) -> tuple[int, int]:
+        """The source's counters: keys listed, keys deleted."""
+        with self._read() as conn:
+            tally = self._source_tally(conn, source)
+        return tally.listed, tally.deleted
+
+    def recount_source(self, source: SourceRef) -> tuple[int, int]:
+        """Keys listed and deleted from COUNT(*)s of `objects`: the oracle."""
+        in_source = objects.c.source_id == source.id
+        with self._read() as conn:
+            listed = conn.execute(select(func.count()).where(in_source)).scalar_one()
+            deleted = conn.execute(
+                select(func.count()).where(in_source, objects.c.deleted_at.is_not(None))
+            ).scalar_one()
+        return int(listed), int(deleted)
+
+    def repair_counts(self) -> None:
+        """Rewrite every counter from the rows, in one transaction.
+
+        On PostgreSQL, `objects` and `items` are locked against writes meanwhile (SHARE
+        mode: readers go on), so that no delta lands between the recount and the rewrite;
+        the compactions' advisory locks are taken too, so none runs beside it.
+        """
+        state, deleted = items.c.state, objects.c.deleted_at
+        live = deleted.is_(None)
+        conditions = {
+            "served": state == ItemState.SERVED,
+            "annotated": state == ItemState.ANNOTATED,
+            "failed": state == ItemState.FAILED,
+            "live_served": and_(state == ItemState.SERVED, live),
+            "live_annotated": and_(state == ItemState.ANNOTATED, live),
+            "live_failed": and_(state == ItemState.FAILED, live),
+            "accepted": items.c.answer == Answer.ACCEPT,
+            "rejected": items.c.answer == Answer.REJECT,
+            "ignored": items.c.answer == Answer.IGNORE,
+            "changed": and_(
+                items.c.answer_etag.is_not(None),
+                objects.c.etag.is_not(None),
+                objects.c.etag != items.c.answer_etag,
+            ),
+        }
+        per_dataset = (
+            select(
+                datasets.c.id,
+                *(
+                    func.coalesce(func.sum(case((conditions[name], 1), else_=0)), 0)
+                    for name in ITEM_COUNTERS
+                ),
+            )
+            .select_from(datasets)
+            .outerjoin(items, items.c.dataset_id == datasets.c.id)
+            .outerjoin(objects, objects.c.id == items.c.object_id)
+            .group_by(datasets.c.id)
+        )
+        per_source = select(
+            sources.c.id,
+            select(func.count()).where(objects.c.source_id == sources.c.id).scalar_subquery(),
+            select(func.count())
+            .where(objects.c.source_id == sources.c.id, deleted.is_not(None))
+            .scalar_subquery(),
+        )
+        with self._write() as conn:
+            if self._pg:
+                conn.exec_driver_sql("LOCK TABLE objects, items IN SHARE MODE")
+            conn.execute(delete(dataset_counts))
+            conn.execute(delete(source_counts))
+            conn.execute(
+                dataset_counts.insert().from_select(["dataset_id", *ITEM_COUNTERS], per_dataset)
+            )
+            conn.execute(
+                source_counts.insert().from_select(["source_id", "listed", "deleted"], per_source)
+            )
+
+    def table_health(self) -> list[TableHealth]:
+        """PostgreSQL's statistics of the tracker's tables (`pg_stat_user_tables`): rows
+        live and dead, rows changed since the last ANALYZE, and whether there was one.
+        Empty on SQLite, which plans without statistics and has no dead tuples."""
+        if not self._pg:
+            return []
+        names = sorted(t.name for t in TRACKED_TABLES)
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT relname, n_live_tup, n_dead_tup, n_mod_since_analyze, "
+                    "coalesce(last_analyze, last_autoanalyze) IS NOT NULL AS analyzed "
+                    "FROM pg_stat_user_tables "
+                    "WHERE schemaname = current_schema() AND relname = ANY(:names) "
+                    "ORDER BY relname"
+                ),
+                {"names": names},
+            ).all()
+        return [
+            TableHealth(
+                r.relname,
+                int(r.n_live_tup),
+                int(r.n_dead_tup),
+                int(r.n_mod_since_analyze),
+                bool(r.analyzed),
+            )
+            for r in rows
+        ]
+
+    def analyze_tables(self, tables: Sequence[str]) -> None:
+        """ANALYZE the named tracker tables (PostgreSQL), outside a transaction."""
+        known = {t.name for t in TRACKED_TABLES}
+        with translate_db_errors(self.engine.url), self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in tables:
+                if table not in known:
+                    raise UsageError(f"{table} is not a tracker table")
+                conn.exec_driver_sql(f"ANALYZE {table}")
 
     # -- S3 Inventory ingestion (`tracker sync --inventory`) ------------------------------
     #

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, text
 
-from tests.integration.test_migrations import alembic
+from tests.integration.test_migrations import alembic, execute_sql
 from tracker.records import ListedObject
 from tracker.store import Store
 
@@ -24,13 +24,7 @@ _0003_ROWS = (
 
 
 def _insert_0003_rows(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in _0003_ROWS:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
+    execute_sql(url, _0003_ROWS)
 
 
 def test_answers_of_an_0003_db_take_their_objects_etag_and_an_overwrite_is_then_changed(db_url):

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def alembic(*args: str, url: str | None = None, env_url: str | None = None) -> s
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
+
+
+def execute_sql(url: str, statements: Sequence[str]) -> None:
+    """Run raw SQL statements in one transaction: rows of an old schema's DB."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 def one_line(error: pytest.ExceptionInfo[StateDBError]) -> str:

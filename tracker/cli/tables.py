@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracker.cli.output import escape_controls
+from tracker.dbcheck import CheckReport
 from tracker.durations import format_duration
 from tracker.report import untouched_status
 from tracker.states import Answer
@@ -228,3 +229,33 @@ def render_status(console: Console, report: dict[str, Any], *, rich: bool) -> No
         for entry in status["datasets"]:
             for line in annotator_lines(entry):
                 console.print(Text(line))
+
+
+def render_check(console: Console, report: CheckReport) -> None:
+    """`tracker db check`: the numbers that differ, then the tables that need a hand."""
+    if report.differences:
+        table = Table(title="counters that differ from the recount", title_justify="left")
+        for column in ("source", "dataset", "number", "counters", "recount"):
+            table.add_column(
+                column, justify="right" if column in ("counters", "recount") else "left"
+            )
+        for d in report.differences:
+            table.add_row(
+                escape_controls(d.source),
+                escape_controls(d.dataset or "(source)"),
+                d.name,
+                _n(d.kept),
+                _n(d.recounted),
+            )
+        console.print(table)
+    else:
+        console.print("counters: every number equals its recount")
+    if report.advice:
+        table = Table(title="table statistics (PostgreSQL)", title_justify="left")
+        for column in ("table", "problem", "fix"):
+            table.add_column(column)
+        for name, problem, command in report.advice:
+            table.add_row(name, problem, command)
+        console.print(table)
+    elif report.tables:
+        console.print("statistics: every tracker table is analyzed and without bloat")

@@ -1,7 +1,9 @@
-"""`tracker db upgrade|current|copy`: the state DB's schema, and moving it to another DB."""
+"""`tracker db upgrade|current|check|copy`: the state DB's schema, its counters recounted,
+and moving it to another DB."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -18,7 +20,8 @@ from rich.table import Table
 
 from tracker.cli import cli
 from tracker.cli.context import AppContext
-from tracker.cli.output import stderr, stdout
+from tracker.cli.output import stderr, stdout, write_lines
+from tracker.cli.tables import render_check
 from tracker.copy import CopyMismatch, CopyReport, copy_database
 from tracker.db import (
     create_db_engine,
@@ -30,11 +33,13 @@ from tracker.db import (
     translate_db_errors,
     vacuum_hint,
 )
+from tracker.dbcheck import check as run_check
+from tracker.errors import CountsDiffer
 
 
 @cli.group()
 def db() -> None:
-    """Inspect and upgrade the state DB's schema; copy it to another DB.
+    """Inspect and upgrade the state DB's schema; check its counters; copy it to another DB.
 
     \b
     Example:
@@ -205,3 +210,54 @@ def _print_copy_report(report: CopyReport) -> None:
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
+
+
+@db.command()
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite every counter from the recount (one transaction), and ANALYZE the "
+    "tables with stale statistics (PostgreSQL). VACUUM is never run: its command is printed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.pass_obj
+def check(app: AppContext, repair: bool, as_json: bool) -> None:
+    """Recount every source and dataset and compare with the counters behind `status`;
+    on PostgreSQL, report tables with stale statistics or dead-tuple bloat and the
+    command that fixes each.
+
+    Exits 7 when a counter differs from the recount (after --repair: when one still does).
+    The recount reads every row: seconds per million keys.
+
+    \b
+    Example:
+      tracker db check
+      tracker db check --repair
+      tracker --db postgresql://annotate@db/tracker db check --json
+    """
+    store = app.store
+    report = run_check(store)
+    repaired: list[str] = []
+    if repair and report.differences:
+        store.repair_counts()
+        repaired.append("counters rewritten from the recount")
+    if repair:
+        stale = sorted({t for t, _, c in report.advice if c == f"ANALYZE {t}"})
+        if stale:
+            store.analyze_tables(stale)
+            repaired.append("ran " + "; ".join(f"ANALYZE {t}" for t in stale))
+    if repaired:
+        report = run_check(store)
+    if as_json:
+        payload = report.to_json()
+        payload["repaired"] = repaired
+        write_lines([json.dumps(payload, ensure_ascii=True, indent=2), "\n"])
+    else:
+        render_check(stdout, report)
+        for line in repaired:
+            stdout.print(f"repaired: {line}")
+    if report.differences:
+        raise CountsDiffer(
+            f"{len(report.differences)} counted numbers differ from the recount; "
+            "`tracker db check --repair` rewrites the counters"
+        )

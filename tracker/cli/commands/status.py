@@ -37,8 +37,8 @@ def status(
     """Show keys by state, answers, expired leases, listing progress and time left, for
     each dataset of each source (--dataset: that one only).
 
-    Without SOURCE, shows every source in the state DB. Counts come from indexes, so this
-    stays fast at millions of keys.
+    Without SOURCE, shows every source in the state DB. Counts come from counters the
+    database keeps (`tracker db check` recounts them), so this stays fast at millions of keys.
 
     \b
     Example:
