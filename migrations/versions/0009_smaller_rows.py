@@ -33,7 +33,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.processors import str_to_datetime
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
