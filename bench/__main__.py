@@ -15,7 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import annotators, bulk, datasets, listing, memory, order, parallel, resume, scale
+from bench import (
+    annotators,
+    bulk,
+    datasets,
+    listing,
+    memory,
+    order,
+    parallel,
+    pgvacuum,
+    resume,
+    scale,
+    startup,
+)
 from bench.report import machine
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
@@ -48,6 +60,8 @@ SECTIONS = (
     "datasets",
     "order",
     "annotators",
+    "startup",
+    "pgvacuum",
 )
 
 
@@ -130,6 +144,14 @@ def main() -> None:
     if "annotators" in wanted:
         annotator_sizes = [100_000] if args.quick else [1_000_000, 10_000_000]
         emit(annotators.run(annotator_sizes, pg).markdown())
+    if "startup" in wanted:
+        emit(startup.run(100_000 if args.quick else 1_000_000).markdown())
+    if "pgvacuum" in wanted:
+        # Claim + answer on PostgreSQL never analyzed nor vacuumed, and vacuumed as it goes.
+        vacuum_keys = 200_000 if args.quick else 2_000_000
+        print(f"pgvacuum: {vacuum_keys:,} keys...", file=sys.stderr, flush=True)
+        for table in pgvacuum.run(vacuum_keys, pg):
+            emit(table.markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 
 import click
 
-from tracker import __version__
 from tracker.cli.context import AppContext
 from tracker.errors import TrackerError
 
@@ -202,7 +201,14 @@ def _configure_logging(verbose: int) -> None:
     "~/.local/share/s3-annotation-tracker].",
 )
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: SQL too).")
-@click.version_option(__version__, "--version", prog_name="tracker")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     """Track which S3 keys are pending, served and annotated for Prodigy.
@@ -220,6 +226,15 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     _configure_logging(verbose)
     ctx.obj = AppContext(db_url=db_url, verbose=verbose)
     ctx.call_on_close(ctx.obj.close)
+
+
+def _print_version(ctx: click.Context) -> None:
+    """`--version`, as click's `version_option` prints it, with the version looked up
+    only when asked for (see `tracker.__version__`)."""
+    import tracker
+
+    click.echo(f"tracker, version {tracker.__version__}", color=ctx.color)
+    ctx.exit()
 
 
 def main(argv: list[str] | None = None) -> None:
