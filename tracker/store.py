@@ -723,32 +723,31 @@ class Store:
             frontier_query = frontier_query.with_for_update()
         frontier = conn.execute(frontier_query).scalar_one()
         claimed: list[Any] = []
-        while len(claimed) < limit:
-            # Objects that already have a row (answers imported ahead) are skipped here, in
-            # one statement, instead of one INSERT round trip per `limit` of them.
-            has_row = (
-                select(items.c.id)
-                .where(items.c.dataset_id == dataset.id, items.c.object_id == objects.c.id)
-                .exists()
-            )
-            rows = list(
-                conn.execute(
-                    select(objects.c.id, objects.c.deleted_at.is_not(None).label("gone"))
-                    .where(
-                        objects.c.source_id == dataset.source.id,
-                        objects.c.id > frontier,
-                        ~has_row,
-                    )
-                    .order_by(objects.c.id)
-                    .limit(limit - len(claimed))
-                ).all()
-            )
-            if not rows:
-                break
-            live = [r.id for r in rows if not r.gone]
+        # Windows of ids, not "the next N past the frontier": on a PostgreSQL table never
+        # analyzed, `id > frontier ORDER BY id LIMIT n` (and an anti-join against items)
+        # was planned as a read and sort of every object past the frontier, per claim. A
+        # window bounds what any plan reads; `max(id)` is an index probe on both databases.
+        last = conn.execute(
+            select(func.max(objects.c.id)).where(objects.c.source_id == dataset.source.id)
+        ).scalar_one()
+        span = limit
+        while len(claimed) < limit and last is not None and frontier < last:
+            want = limit - len(claimed)
+            rows = conn.execute(self._past_frontier(dataset, frontier, span)).all()
+            live: list[int] = []
+            gone: list[int] = []
+            for r in rows:
+                if len(live) == want:
+                    break
+                frontier = r.id
+                if not r.has_row:
+                    (gone if r.gone else live).append(r.id)
+            if len(live) < want:
+                # Other sources' ids, or objects with a row already (answers imported
+                # ahead), filled the window: look further ahead per statement.
+                span = min(span * 8, 100 * _CHUNK)
             if live:
                 claimed += self._insert_leased(conn, live, params)
-            gone = [r.id for r in rows if r.gone]
             if gone:
                 # Deleted keys the frontier passes get a pending row, never leased: should
                 # the object come back, the key is pending again like any handed-back one.
@@ -758,11 +757,45 @@ class Store:
                     ),
                     [{"dataset_id": dataset.id, "object_id": i} for i in gone],
                 )
-            frontier = rows[-1].id
-            conn.execute(
-                update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
-            )
+            if rows:
+                conn.execute(
+                    update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
+                )
         return claimed
+
+    def _past_frontier(self, dataset: DatasetRef, frontier: int, span: int) -> Select[Any]:
+        """The source's objects with ids in (frontier, frontier + span], in listing order,
+        each with whether it is deleted and whether the dataset has a row for it."""
+        window = (
+            select(objects.c.id, objects.c.deleted_at)
+            .where(
+                objects.c.source_id == dataset.source.id,
+                objects.c.id > frontier,
+                objects.c.id <= frontier + span,
+            )
+            .subquery()
+        )
+        gone = window.c.deleted_at.is_not(None).label("gone")
+        if not self._pg:
+            has_row = (
+                select(items.c.id)
+                .where(items.c.dataset_id == dataset.id, items.c.object_id == window.c.id)
+                .exists()
+            )
+            return select(window.c.id, gone, has_row.label("has_row")).order_by(window.c.id)
+        # A LATERAL lookup per object in the unique (dataset_id, object_id) index: an
+        # EXISTS became a hashed subplan that read every row of the dataset.
+        row = (
+            select(items.c.id)
+            .where(items.c.dataset_id == dataset.id, items.c.object_id == window.c.id)
+            .limit(1)
+            .lateral()
+        )
+        return (
+            select(window.c.id, gone, row.c.id.is_not(None).label("has_row"))
+            .select_from(window.outerjoin(row, true()))
+            .order_by(window.c.id)
+        )
 
     def _insert_leased(self, conn: Connection, ids: list[int], params: dict[str, Any]) -> list[Any]:
         """Items rows for new keys, already leased: one multi-row INSERT ... RETURNING."""
