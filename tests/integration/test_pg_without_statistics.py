@@ -108,6 +108,43 @@ def test_the_answered_rows_are_locked_through_the_unique_index_without_statistic
     )
 
 
+@pytest.mark.postgres
+def test_the_frontier_walk_reads_a_window_of_objects_without_statistics(pg_url):
+    """Answers imported ahead of the frontier (rows for the first keys) are passed by an
+    index range read and a lookup per object, not by reading every object past it."""
+    from datetime import timedelta
+
+    with Store.open(pg_url) as store:
+        source = store.source("bucket", "", create=True)
+        dataset = store.dataset(source, "ds", create=True)
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO objects (source_id, key, size) "
+                    "SELECT :s, 'images/' || lpad(i::text, 9, '0') || '.jpg', 1 "
+                    "FROM generate_series(1, :n) AS i"
+                ),
+                {"s": source.id, "n": KEYS},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO items (dataset_id, object_id, state, answer, serves, attempts, "
+                    "answer_count, updated_at) SELECT :d, id, 'annotated', 'accept', 0, 0, 1, "
+                    "now() FROM objects WHERE id <= 5000"
+                ),
+                {"d": dataset.id},
+            )
+        store.claim(dataset, "o", 10, timedelta(minutes=5))  # passes the 5,000 imported
+        with plans_of(store, "objects") as plans:
+            leases = store.claim(dataset, "o", 10, timedelta(minutes=5))
+        assert [lease.key for lease in leases] == [f"images/{i:09d}.jpg" for i in range(5011, 5021)]
+    walk = [p for p in plans if "LEFT JOIN" in p.upper() or "Left Join" in p]
+    assert walk, "\n---\n".join(plans)
+    for plan in walk:
+        assert "Index Cond: ((dataset_id = '1'::bigint) AND (object_id = objects.id))" in plan
+        assert "Sort" not in plan and "Hash" not in plan and "Seq Scan" not in plan, plan
+
+
 def reloptions(url: str) -> dict[str, set[str]]:
     with Store.open(url, migrate=False) as store, store.engine.connect() as conn:
         rows = conn.execute(
