@@ -21,9 +21,10 @@ from tracker.store import Store
 KEYS = 60_000
 
 
-@pytest.fixture
-def big(pg_url) -> Iterator[tuple[Store, Any, Any]]:
-    """A source of KEYS keys and a dataset with a row for each, inserted set-based, never
+@contextmanager
+def unanalyzed(pg_url: str, items_select: str) -> Iterator[tuple[Store, Any, Any]]:
+    """A source of KEYS keys (`images/000000001.jpg`..., ids 1..KEYS) and a dataset whose
+    rows `items_select` makes (`:d` is the dataset's id), inserted set-based, never
     analyzed."""
     with Store.open(pg_url) as store:
         source = store.source("bucket", "", create=True)
@@ -39,9 +40,8 @@ def big(pg_url) -> Iterator[tuple[Store, Any, Any]]:
             )
             conn.execute(
                 text(
-                    "INSERT INTO items (dataset_id, object_id, state, serves, attempts, "
-                    "answer_count, updated_at) "
-                    "SELECT :d, id, 'pending', 0, 0, 0, now() FROM objects"
+                    "INSERT INTO items (dataset_id, object_id, state, answer, serves, attempts, "
+                    "answer_count, updated_at) " + items_select
                 ),
                 {"d": dataset.id},
             )
@@ -54,6 +54,13 @@ def big(pg_url) -> Iterator[tuple[Store, Any, Any]]:
             ).scalar_one()
         assert analyzed == 0
         yield store, source, dataset
+
+
+@pytest.fixture
+def big(pg_url) -> Iterator[tuple[Store, Any, Any]]:
+    """Every key pending, with a row."""
+    with unanalyzed(pg_url, "SELECT :d, id, 'pending', NULL, 0, 0, 0, now() FROM objects") as made:
+        yield made
 
 
 @contextmanager
@@ -114,26 +121,8 @@ def test_the_frontier_walk_reads_a_window_of_objects_without_statistics(pg_url):
     index range read and a lookup per object, not by reading every object past it."""
     from datetime import timedelta
 
-    with Store.open(pg_url) as store:
-        source = store.source("bucket", "", create=True)
-        dataset = store.dataset(source, "ds", create=True)
-        with store.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO objects (source_id, key, size) "
-                    "SELECT :s, 'images/' || lpad(i::text, 9, '0') || '.jpg', 1 "
-                    "FROM generate_series(1, :n) AS i"
-                ),
-                {"s": source.id, "n": KEYS},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO items (dataset_id, object_id, state, answer, serves, attempts, "
-                    "answer_count, updated_at) SELECT :d, id, 'annotated', 'accept', 0, 0, 1, "
-                    "now() FROM objects WHERE id <= 5000"
-                ),
-                {"d": dataset.id},
-            )
+    imported = "SELECT :d, id, 'annotated', 'accept', 0, 0, 1, now() FROM objects WHERE id <= 5000"
+    with unanalyzed(pg_url, imported) as (store, _, dataset):
         store.claim(dataset, "o", 10, timedelta(minutes=5))  # passes the 5,000 imported
         with plans_of(store, "objects") as plans:
             leases = store.claim(dataset, "o", 10, timedelta(minutes=5))
