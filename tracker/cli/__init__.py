@@ -24,8 +24,8 @@ from tracker.errors import TrackerError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-#: Each command's module and the first paragraph of its help, which `tracker --help` shows
-#: (shortened) without importing the module.
+#: Each command's module and its short help (what click derives from the docstring: the
+#: first sentence), which `tracker --help` shows, shortened alike, without importing it.
 #:
 #: The trade: commands are still registered where they are defined (`@cli.command()` in
 #: their module), but a command module only runs when its command is used, so this table
