@@ -730,22 +730,27 @@ class Store:
         last = conn.execute(
             select(func.max(objects.c.id)).where(objects.c.source_id == dataset.source.id)
         ).scalar_one()
-        span = limit
-        while len(claimed) < limit and last is not None and frontier < last:
+        start, span = frontier, limit
+        while len(claimed) < limit and last is not None and start < last:
             want = limit - len(claimed)
-            rows = conn.execute(self._past_frontier(dataset, frontier, span)).all()
+            rows = conn.execute(self._past_frontier(dataset, start, span)).all()
             live: list[int] = []
             gone: list[int] = []
+            moved = frontier
             for r in rows:
                 if len(live) == want:
                     break
-                frontier = r.id
+                moved = r.id
                 if not r.has_row:
                     (gone if r.gone else live).append(r.id)
             if len(live) < want:
-                # Other sources' ids, or objects with a row already (answers imported
-                # ahead), filled the window: look further ahead per statement.
+                # The window held fewer keys to take than wanted (other sources' ids, rows
+                # made by answers imported ahead): read all of it, and further per statement.
+                # The frontier itself only ever moves to an object seen.
+                start += span
                 span = min(span * 8, 100 * _CHUNK)
+            else:
+                start = moved
             if live:
                 claimed += self._insert_leased(conn, live, params)
             if gone:
@@ -757,7 +762,8 @@ class Store:
                     ),
                     [{"dataset_id": dataset.id, "object_id": i} for i in gone],
                 )
-            if rows:
+            if moved != frontier:
+                frontier = moved
                 conn.execute(
                     update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
                 )

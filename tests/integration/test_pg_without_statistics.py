@@ -176,3 +176,30 @@ def test_the_autovacuum_migration_changes_nothing_on_sqlite(sqlite_url):
     command.upgrade(config, "head")
     with Store.open(sqlite_url) as store:
         assert store.sources() == []
+
+
+def test_claims_walk_past_other_sources_ids_to_every_key_in_listing_order(store, monkeypatch):
+    """The frontier walk reads windows of ids: keys of another source recorded in between
+    (ids it must pass, more than the largest window) neither hide nor reorder this source's
+    keys."""
+    from datetime import timedelta
+
+    from tests.cli_support import listed
+    from tracker import store as store_module
+
+    monkeypatch.setattr(store_module, "_CHUNK", 2)  # windows of at most 200 ids
+
+    mine = store.source("mine", "", create=True)
+    other = store.source("other", "", create=True)
+    expected = []
+    for part in range(3):
+        page = listed([f"{part}/{i}.jpg" for i in range(5)])
+        store.record_page(mine, page, next_token=None, last_key=page[-1].key, exhausted=False)
+        expected += [o.key for o in page]
+        noise = listed([f"{part}/{i:05d}.jpg" for i in range(700)])
+        store.record_page(other, noise, next_token=None, last_key=noise[-1].key, exhausted=False)
+    dataset = store.dataset(mine, "ds", create=True)
+    claimed = []
+    while leases := store.claim(dataset, "o", 4, timedelta(minutes=5)):
+        claimed += [lease.key for lease in leases]
+    assert claimed == expected
