@@ -25,9 +25,11 @@ from bench import (
     memory,
     order,
     parallel,
+    pgvacuum,
     resume,
     rowsize,
     scale,
+    startup,
     status,
 )
 from bench.report import machine
@@ -66,6 +68,8 @@ SECTIONS = (
     "rowsize",
     "copy",
     "status",
+    "startup",
+    "pgvacuum",
 )
 
 
@@ -182,6 +186,14 @@ def main() -> None:
         if extra:
             status_sizes = [int(n) for n in extra.split(",")]
         emit(status.run(status_sizes, pg).markdown())
+    if "startup" in wanted:
+        emit(startup.run(100_000 if args.quick else 1_000_000).markdown())
+    if "pgvacuum" in wanted:
+        # Claim + answer on PostgreSQL never analyzed nor vacuumed, and vacuumed as it goes.
+        vacuum_keys = 200_000 if args.quick else 2_000_000
+        print(f"pgvacuum: {vacuum_keys:,} keys...", file=sys.stderr, flush=True)
+        for table in pgvacuum.run(vacuum_keys, pg):
+            emit(table.markdown())
     emit(f"_total benchmark time: {time.perf_counter() - started:.0f} s_\n")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,24 +7,27 @@ database and *how* it is configured lives here.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, inspect, text
 from sqlalchemy.engine import URL, make_url
 
 from tracker.errors import StateDBError
 from tracker.redact import mask_url, url_password, url_secrets
+
+if TYPE_CHECKING:
+    # Alembic is imported only where a schema is created, upgraded or inspected: it costs a
+    # quarter of a second, and a DB already at head (every `tracker status`) needs none of it.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 #: Environment variable that names the state database (a SQLAlchemy URL).
 DB_URL_ENV = "TRACKER_DB_URL"
@@ -91,6 +94,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config that works without `alembic.ini` (installed package)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if url is not None:
@@ -310,14 +315,49 @@ def translate_db_errors(url: str | URL) -> Iterator[None]:
 
 def current_revision(conn: Connection) -> str | None:
     """The schema revision of the DB behind `conn` (None: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     assert head is not None
     return head
+
+
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
+
+
+def _plain_head() -> str | None:
+    """The head revision read from the migration files' `revision = ...` and
+    `down_revision = ...` lines, without importing Alembic; None when that is not one plain
+    answer (a merge, a line written another way), and Alembic decides.
+
+    Only `ensure_schema`'s "already at head?" test relies on it, and a test checks it
+    against Alembic's own `head_revision()`.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (migrations_dir() / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        revision = re.fullmatch(r"\s*[\"'](\w+)[\"']\s*", found.get("revision", ""))
+        if revision is None:
+            return None
+        revisions.add(revision.group(1))
+        parents.update(re.findall(r"[\"'](\w+)[\"']", found.get("down_revision", "")))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stamped_revisions(conn: Connection) -> list[str]:
+    """The rows of Alembic's version table, read without Alembic (none: no schema)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return []
+    return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
 def ensure_schema(engine: Engine, *, dataset: str | None = None) -> None:
@@ -332,6 +372,16 @@ def ensure_schema(engine: Engine, *, dataset: str | None = None) -> None:
     advisory lock on PostgreSQL) so that several processes opening a new DB at once create
     it exactly once.
     """
+    head = _plain_head()
+    with (
+        translate_db_errors(engine.url),
+        engine.connect().execution_options(sqlite_begin="DEFERRED") as conn,
+    ):
+        if head is not None and _stamped_revisions(conn) == [head]:
+            return
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     with (
@@ -350,6 +400,10 @@ def upgrade_in(conn: Connection, *, dataset: str | None = None) -> None:
     """Upgrade the DB behind `conn` to head inside the caller's write transaction (under
     an advisory lock on PostgreSQL), so that the caller's rollback also undoes it (`tracker
     db copy` migrates its target in the transaction that copies). Refuses a newer DB."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
@@ -375,6 +429,8 @@ def vacuum_hint(url: str | URL, before: str | None) -> str | None:
     path = _sqlite_file(url) if url.get_backend_name() == "sqlite" else None
     if path is None or before is None:
         return None
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     older = {r.revision for r in script.iterate_revisions(SHRINKING_REVISION, "base")}
     if before == SHRINKING_REVISION or before not in older:

@@ -31,14 +31,18 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
     Interval,
     Select,
+    Table,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     literal,
@@ -46,6 +50,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -738,32 +743,36 @@ class Store:
             frontier_query = frontier_query.with_for_update()
         frontier = conn.execute(frontier_query).scalar_one()
         claimed: list[Any] = []
-        while len(claimed) < limit:
-            # Objects that already have a row (answers imported ahead) are skipped here, in
-            # one statement, instead of one INSERT round trip per `limit` of them.
-            has_row = (
-                select(items.c.id)
-                .where(items.c.dataset_id == dataset.id, items.c.object_id == objects.c.id)
-                .exists()
-            )
-            rows = list(
-                conn.execute(
-                    select(objects.c.id, objects.c.deleted_at.is_not(None).label("gone"))
-                    .where(
-                        objects.c.source_id == dataset.source.id,
-                        objects.c.id > frontier,
-                        ~has_row,
-                    )
-                    .order_by(objects.c.id)
-                    .limit(limit - len(claimed))
-                ).all()
-            )
-            if not rows:
-                break
-            live = [r.id for r in rows if not r.gone]
+        # Windows of ids, not "the next N past the frontier": on a PostgreSQL table never
+        # analyzed, `id > frontier ORDER BY id LIMIT n` (and an anti-join against items)
+        # was planned as a read and sort of every object past the frontier, per claim. A
+        # window bounds what any plan reads; `max(id)` is an index probe on both databases.
+        last = conn.execute(
+            select(func.max(objects.c.id)).where(objects.c.source_id == dataset.source.id)
+        ).scalar_one()
+        start, span = frontier, limit
+        while len(claimed) < limit and last is not None and start < last:
+            want = limit - len(claimed)
+            rows = conn.execute(self._past_frontier(dataset, start, span)).all()
+            live: list[int] = []
+            gone: list[int] = []
+            moved = frontier
+            for r in rows:
+                if len(live) == want:
+                    break
+                moved = r.id
+                if not r.has_row:
+                    (gone if r.gone else live).append(r.id)
+            if len(live) < want:
+                # The window held fewer keys to take than wanted (other sources' ids, rows
+                # made by answers imported ahead): read all of it, and further per statement.
+                # The frontier itself only ever moves to an object seen.
+                start += span
+                span = min(span * 8, 100 * _CHUNK)
+            else:
+                start = moved
             if live:
                 claimed += self._insert_leased(conn, live, params)
-            gone = [r.id for r in rows if r.gone]
             if gone:
                 # Deleted keys the frontier passes get a pending row, never leased: should
                 # the object come back, the key is pending again like any handed-back one.
@@ -773,11 +782,46 @@ class Store:
                     ),
                     [{"dataset_id": dataset.id, "object_id": i} for i in gone],
                 )
-            frontier = rows[-1].id
-            conn.execute(
-                update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
-            )
+            if moved != frontier:
+                frontier = moved
+                conn.execute(
+                    update(datasets).where(datasets.c.id == dataset.id).values(frontier=frontier)
+                )
         return claimed
+
+    def _past_frontier(self, dataset: DatasetRef, frontier: int, span: int) -> Select[Any]:
+        """The source's objects with ids in (frontier, frontier + span], in listing order,
+        each with whether it is deleted and whether the dataset has a row for it."""
+        window = (
+            select(objects.c.id, objects.c.deleted_at)
+            .where(
+                objects.c.source_id == dataset.source.id,
+                objects.c.id > frontier,
+                objects.c.id <= frontier + span,
+            )
+            .subquery()
+        )
+        gone = window.c.deleted_at.is_not(None).label("gone")
+        if not self._pg:
+            has_row = (
+                select(items.c.id)
+                .where(items.c.dataset_id == dataset.id, items.c.object_id == window.c.id)
+                .exists()
+            )
+            return select(window.c.id, gone, has_row.label("has_row")).order_by(window.c.id)
+        # A LATERAL lookup per object in the unique (dataset_id, object_id) index: an
+        # EXISTS became a hashed subplan that read every row of the dataset.
+        row = (
+            select(items.c.id)
+            .where(items.c.dataset_id == dataset.id, items.c.object_id == window.c.id)
+            .limit(1)
+            .lateral()
+        )
+        return (
+            select(window.c.id, gone, row.c.id.is_not(None).label("has_row"))
+            .select_from(window.outerjoin(row, true()))
+            .order_by(window.c.id)
+        )
 
     def _insert_leased(self, conn: Connection, ids: list[int], params: dict[str, Any]) -> list[Any]:
         """Items rows for new keys, already leased: one multi-row INSERT ... RETURNING."""
@@ -1161,11 +1205,17 @@ class Store:
     ) -> dict[str, int]:
         found: dict[str, int] = {}
         for chunk in batched(keys, _CHUNK):
-            for r in conn.execute(
-                select(objects.c.id, objects.c.key).where(
+            if self._pg:
+                # `key IN (...)`'s plan depends on statistics: on a table never analyzed
+                # (autovacuum off or behind, right after a big sync) it scanned the whole
+                # source, 612 ms per 500 keys at 2M keys, against 1 ms by index.
+                wanted = _array(list(chunk), Text())
+                query = _one_per_value(objects, "source_id", source.id, "key", wanted)
+            else:
+                query = select(objects).where(
                     objects.c.source_id == source.id, objects.c.key.in_(chunk)
                 )
-            ):
+            for r in conn.execute(query):
                 found[r.key] = r.id
         return found
 
@@ -1187,22 +1237,23 @@ class Store:
 
     @cached_property
     def _answered_rows(self) -> Any:
-        query = (
-            select(
-                items.c.id,
-                items.c.object_id,
-                items.c.state,
-                items.c.answer,
-                items.c.session_id,
-                items.c.serves,
+        if self._pg:
+            # One lookup per object in the unique (dataset_id, object_id) index whatever
+            # the statistics (see `_object_ids`), each row locked as it is found: every
+            # writer locks in the same order, that of the sorted object ids.
+            ids = bindparam("ids", type_=postgresql.ARRAY(BigInteger()))
+            found = _one_per_value(
+                items, "dataset_id", bindparam("in_dataset"), "object_id", ids, lock=True
             )
+            return found.order_by(found.selected_columns.id)
+        return (
+            select(items)
             .where(
                 items.c.dataset_id == bindparam("in_dataset"),
                 items.c.object_id.in_(bindparam("ids", expanding=True)),
             )
             .order_by(items.c.id)
         )
-        return query.with_for_update() if self._pg else query
 
     @cached_property
     def _annotate(self) -> Any:
@@ -2477,3 +2528,31 @@ def batched(values: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
     iterator = iter(values)
     while chunk := tuple(islice(iterator, size)):
         yield chunk
+
+
+def _array(values: list[Any], element: Any) -> ColumnElement[Any]:
+    """A PostgreSQL array parameter of `element`s."""
+    return cast(bindparam(None, values, type_=postgresql.ARRAY(element)), postgresql.ARRAY(element))
+
+
+def _one_per_value(
+    table: Table,
+    scope: str,
+    scope_id: Any,
+    column: str,
+    values: ColumnElement[Any],
+    *,
+    lock: bool = False,
+) -> Select[Any]:
+    """PostgreSQL: `table`'s row where `scope = scope_id AND column = v`, for each `v` of
+    the array `values`, with a plan that does not depend on statistics.
+
+    `(scope, column)` is unique. A LATERAL subquery with LIMIT 1 is never flattened into a
+    join: the plan can only be a nested loop of one unique-index lookup per value, where a
+    join against `unnest`, `= ANY` or an IN list became a hash join or a scan of the whole
+    scope on a table never analyzed.
+    """
+    wanted = func.unnest(values).table_valued("value").render_derived()
+    inner = select(table).where(table.c[scope] == scope_id, table.c[column] == wanted.c.value)
+    one = (inner.with_for_update() if lock else inner).limit(1).lateral()
+    return select(one).select_from(wanted).join(one, true())

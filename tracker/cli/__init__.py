@@ -1,29 +1,142 @@
 """The `tracker` command line: a thin click layer over the library.
 
-Every command module registers itself on `cli` (`@cli.command()`), and this module imports
-them all at its end, so importing `tracker.cli` gives the complete CLI. It holds the global
-options, the shared context, and the one place where errors become a line on stderr and an
-exit code (`TrackerGroup.invoke`, so that click's test runner sees exactly what a shell sees).
+Every command module registers itself on `cli` (`@cli.command()`), but only when it is
+imported: `COMMANDS` names each command's module, and `TrackerGroup` imports the module the
+first time its command is asked for. So `tracker status` imports neither boto3 nor Alembic,
+and `tracker --help` / `--version` not even SQLAlchemy or rich (see `COMMANDS`). This module
+holds the global options, the shared context, and the one place where errors become a line
+on stderr and an exit code (`TrackerGroup.invoke`, so that click's test runner sees exactly
+what a shell sees).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from typing import NoReturn
+from collections.abc import MutableMapping
+from typing import Any, NoReturn
 
 import click
 
-from tracker import __version__
 from tracker.cli.context import AppContext
-from tracker.cli.output import print_error
 from tracker.errors import TrackerError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: Each command's module and its short help (what click derives from the docstring: the
+#: first sentence), which `tracker --help` shows, shortened alike, without importing it.
+#:
+#: The trade: commands are still registered where they are defined (`@cli.command()` in
+#: their module), but a command module only runs when its command is used, so this table
+#: must name every command, and it repeats each short help. Importing them all up front
+#: cost 0.5 s per run (SQLAlchemy, Alembic, boto3, rich); a test
+#: (tests/integration/test_cli_startup.py) checks the table against the real commands so
+#: that it cannot drift.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("tracker.cli.commands.db", "Inspect and upgrade the state DB's schema."),
+    "demo": (
+        "tracker.cli.commands.demo",
+        "Run the whole job on a throw-away local S3 server, in one command.",
+    ),
+    "import-answers": (
+        "tracker.cli.commands.answers",
+        "Mark the keys answered in FILE.jsonl (`prodigy db-out DATASET`) as annotated.",
+    ),
+    "keys": (
+        "tracker.cli.commands.keys",
+        "Print keys in listing order, streamed in constant memory.",
+    ),
+    "priority": (
+        "tracker.cli.commands.priority",
+        'Set a priority per key from FILE (CSV with columns key,priority, or JSON lines with "key" '
+        'and "priority"; - for stdin): the recipe\'s `--order priority` serves the highest '
+        "first, ties and keys without one in listing order.",
+    ),
+    "requeue": (
+        "tracker.cli.commands.requeue",
+        "Move served keys back to pending, so that the next claim hands them out again.",
+    ),
+    "reset": (
+        "tracker.cli.commands.reset",
+        "Move keys in any state back to pending, to be served and answered again.",
+    ),
+    "sources": (
+        "tracker.cli.commands.sources",
+        "List the sources (s3://BUCKET[/PREFIX]) in the state DB, one per line.",
+    ),
+    "status": (
+        "tracker.cli.commands.status",
+        "Show keys by state, answers, expired leases, listing progress and time left, for each "
+        "dataset of each source (--dataset: that one only).",
+    ),
+    "sync": (
+        "tracker.cli.commands.sync",
+        "List s3://BUCKET[/PREFIX] into the state DB, continuing where the last sync stopped.",
+    ),
+    "watch": (
+        "tracker.cli.commands.watch",
+        "Keep the state DB true to the bucket from its S3 event notifications.",
+    ),
+}
+
 
 class TrackerGroup(click.Group):
-    """A click group that turns `TrackerError`s and Ctrl-C into one line and an exit code."""
+    """A click group that turns `TrackerError`s and Ctrl-C into one line and an exit code,
+    and imports a command's module when that command is first asked for (`COMMANDS`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loaded: dict[str, click.Command] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        """Every command, each module imported. click reads the whole set only to suggest a
+        name for a typo; code that walks the CLI (tests, docs) sees every command too."""
+        for name in COMMANDS:
+            self.loaded(name)
+        return self._loaded
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, click.Command]) -> None:
+        # click's __init__ assigns its (empty) initial mapping here.
+        self._loaded.update(value)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name is None:
+            raise TypeError("Command has no name.")
+        self._loaded[name] = cmd
+
+    def loaded(self, name: str) -> click.Command | None:
+        """The command `name`, importing its module (which registers it) if need be."""
+        if name not in self._loaded and name in COMMANDS:
+            importlib.import_module(COMMANDS[name][0])
+        return self._loaded.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.loaded(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self._loaded})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`Commands:` as click writes it, from `COMMANDS` for modules not imported yet."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self._loaded.get(name)
+            if command is None:
+                # A stand-in with the same help shortens it exactly as the command would.
+                stand_in = click.Command(name, help=COMMANDS[name][1])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -46,6 +159,14 @@ class TrackerGroup(click.Group):
                 f"unexpected {type(error).__name__}: {error} (run with -vv for the traceback)"
             )
             raise click.exceptions.Exit(1) from None
+
+
+def print_error(message: str) -> None:
+    """`tracker.cli.output.print_error`, imported only when there is an error: rich costs
+    a tenth of a second to import, which `--help` and `--version` need not pay."""
+    from tracker.cli.output import print_error as print_one_line
+
+    print_one_line(message)
 
 
 def _configure_logging(verbose: int) -> None:
@@ -80,7 +201,14 @@ def _configure_logging(verbose: int) -> None:
     "~/.local/share/s3-annotation-tracker].",
 )
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: SQL too).")
-@click.version_option(__version__, "--version", prog_name="tracker")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     """Track which S3 keys are pending, served and annotated for Prodigy.
@@ -98,6 +226,15 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     _configure_logging(verbose)
     ctx.obj = AppContext(db_url=db_url, verbose=verbose)
     ctx.call_on_close(ctx.obj.close)
+
+
+def _print_version(ctx: click.Context) -> None:
+    """`--version`, as click's `version_option` prints it, with the version looked up
+    only when asked for (see `tracker.__version__`)."""
+    import tracker
+
+    click.echo(f"tracker, version {tracker.__version__}", color=ctx.color)
+    ctx.exit()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,8 +278,3 @@ def _quiet_broken_pipe() -> NoReturn:
     except (OSError, ValueError):
         pass
     raise click.exceptions.Exit(0)
-
-
-# Last, once `cli` exists: each command module decorates its commands onto it, so that
-# `from tracker.cli import cli` is the whole CLI.
-from tracker.cli import commands  # noqa: E402, F401

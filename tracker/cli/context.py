@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tracker.db import require_existing
 from tracker.errors import DatasetNotFound, SourceNotFound, UsageError
 from tracker.records import DatasetRef, SourceRef
 from tracker.s3uri import parse_source_uri
-from tracker.store import Store
+
+if TYPE_CHECKING:
+    # Imported when the DB is first opened: SQLAlchemy is most of the start-up time of
+    # a command, and `tracker --help` builds this context too.
+    from tracker.store import Store
 
 
 @dataclass
@@ -24,6 +28,9 @@ class AppContext:
     def store(self) -> Store:
         """The state DB, upgraded on first use (and created when `creates_db`)."""
         if self._store is None:
+            from tracker.db import require_existing
+            from tracker.store import Store
+
             if not self.creates_db:
                 require_existing(self.db_url)
             self._store = Store.open(self.db_url)

@@ -1,15 +1,2 @@
-"""One module per command (or group); importing this package registers them all on `cli`."""
-
-from tracker.cli.commands import (  # noqa: F401
-    answers,
-    db,
-    demo,
-    keys,
-    priority,
-    requeue,
-    reset,
-    sources,
-    status,
-    sync,
-    watch,
-)
+"""One module per command (or group); `tracker.cli.COMMANDS` names them, and each registers
+its command on `cli` when `tracker.cli` imports it, on first use."""
