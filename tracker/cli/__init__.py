@@ -34,7 +34,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 #: (tests/integration/test_cli_startup.py) checks the table against the real commands so
 #: that it cannot drift.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "db": ("tracker.cli.commands.db", "Inspect and upgrade the state DB's schema."),
+    "db": ("tracker.cli.commands.db", "Upgrade, check or copy the state DB."),
     "demo": (
         "tracker.cli.commands.demo",
         "Run the whole job on a throw-away local S3 server, in one command.",

@@ -39,7 +39,10 @@ from tracker.errors import CountsDiffer
 
 @cli.group()
 def db() -> None:
-    """Inspect and upgrade the state DB's schema; check its counters; copy it to another DB.
+    """Upgrade, check or copy the state DB.
+
+    Its schema (upgrade, current), its counters recounted (check), and a copy into another
+    DB (copy).
 
     \b
     Example:
