@@ -49,6 +49,13 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 #: Arbitrary constant for the PostgreSQL advisory lock that serialises migrations.
 _PG_MIGRATION_LOCK = 0x5E3A7
 
+#: Class (first key) of the per-source PostgreSQL advisory locks `(PG_FRONTIER_LOCK,
+#: source_id)` that order inserts of objects before frontier walks: every transaction that
+#: inserts a source's objects holds it shared, a claim walking a dataset's frontier holds it
+#: exclusive (`tracker.store.Store._hold_frontier`). The two-int key space does not overlap
+#: the single-bigint one of `_PG_MIGRATION_LOCK`.
+PG_FRONTIER_LOCK = 0x5E3A8
+
 
 def default_db_path() -> Path:
     """`$XDG_DATA_HOME/s3-annotation-tracker/state.db` (`~/.local/share/...` by default)."""

@@ -67,7 +67,13 @@ from tracker.counters import (
     numbers_of,
 )
 from tracker.counters import pending as counter_pending
-from tracker.db import create_db_engine, ensure_schema, masked, translate_db_errors
+from tracker.db import (
+    PG_FRONTIER_LOCK,
+    create_db_engine,
+    ensure_schema,
+    masked,
+    translate_db_errors,
+)
 from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
 from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
@@ -223,6 +229,42 @@ class Store:
             # Not the DDL default (CURRENT_TIMESTAMP, text): see `Object.created_at`.
             return sqlite.insert(table).values(created_at=literal_column(SQLITE_NOW_MICROS))
         return sqlite.insert(table)
+
+    # -- objects inserted before the frontier walks past them -----------------------------
+    #
+    # Object ids come from a sequence: on PostgreSQL a transaction can take lower ids than
+    # another yet commit after it. Were a claim to move a dataset's frontier past the ids
+    # it sees while an insert holding a lower id is still in flight, that object would land
+    # behind the frontier without an items row: never served, never counted pending by the
+    # recount, while the counters count it. So every transaction inserting a source's
+    # objects holds a shared advisory lock on the source (inserters do not wait on each
+    # other), and a frontier walk takes it exclusive before it reads the objects past the
+    # frontier: it waits for the inserts in flight to commit, and an insert that starts
+    # later draws its ids from the sequence after every id the walk can see.
+    #
+    # No deadlock through these locks: a walk holds only its dataset's row (and rows of
+    # `items`) while it waits, and no inserter waits on a dataset's row. Importing answers
+    # for never-listed keys, or applying events that end leases, locks `items` rows after
+    # the shared lock: should a claim hold one of those rows and wait to walk the frontier,
+    # PostgreSQL detects the cycle and rolls one of them back (an error, nothing lost).
+    # SQLite serialises writers: nothing to do there.
+
+    def _inserting_objects(self, conn: Connection, source: SourceRef) -> None:
+        """Before inserting objects of `source`: hold the shared frontier lock."""
+        if self._pg:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock_shared(:lock_class, :lock_source)"),
+                {"lock_class": PG_FRONTIER_LOCK, "lock_source": source.id},
+            )
+
+    def _hold_frontier(self, conn: Connection, source: SourceRef) -> None:
+        """Before reading objects past a frontier to move it: wait for the inserts of
+        `source`'s objects in flight to commit, and keep new ones out until this commits."""
+        if self._pg:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:lock_class, :lock_source)"),
+                {"lock_class": PG_FRONTIER_LOCK, "lock_source": source.id},
+            )
 
     # -- the clock ------------------------------------------------------------------------
 
@@ -604,6 +646,7 @@ class Store:
         # ranking join's plan (sized for a whole dataset by `set_order`) costs more.
         if conn.execute(unranked.limit(1)).first() is not None:
             self._rank_rows(conn, dataset, order, unranked, after=self._last_rank(conn, dataset))
+        self._hold_frontier(conn, dataset.source)
         frontier = conn.execute(
             select(datasets.c.frontier).where(datasets.c.id == dataset.id)
         ).scalar_one()
@@ -742,6 +785,7 @@ class Store:
         if self._pg:
             frontier_query = frontier_query.with_for_update()
         frontier = conn.execute(frontier_query).scalar_one()
+        self._hold_frontier(conn, dataset.source)
         claimed: list[Any] = []
         # Windows of ids, not "the next N past the frontier": on a PostgreSQL table never
         # analyzed, `id > frontier ORDER BY id LIMIT n` (and an anti-join against items)
@@ -1156,6 +1200,7 @@ class Store:
             if missing:
                 # Never-listed keys go in as a listed page would, so that a concurrent
                 # writer of the same key waits instead of failing on the unique constraint.
+                self._inserting_objects(conn, dataset.source)
                 conn.execute(
                     self._insert(objects).on_conflict_do_nothing(
                         index_elements=["source_id", "key"]
@@ -1622,6 +1667,7 @@ class Store:
         ).scalar_one()
         new_keys: set[str] = set()
         if page:
+            self._inserting_objects(conn, source)
             if not self.bulk_insert:
                 new_keys = self._insert_rows(conn, source, page, pass_seq)
             elif self._pg:
@@ -1804,6 +1850,7 @@ class Store:
                     facts["deleted_at"] = now
                 inserted = 0
                 if row is None:  # a listing may insert it meanwhile: then it is updated
+                    self._inserting_objects(conn, source)
                     inserted = conn.execute(
                         self._insert(objects)
                         .values(source_id=source.id, key=event.key, **facts)
