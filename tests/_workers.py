@@ -8,12 +8,13 @@ test asserts on everything that reached the caller.
 from __future__ import annotations
 
 import multiprocessing
+import time
 import traceback
 from datetime import timedelta
 from typing import Any
 
 from tracker.models import Answer
-from tracker.records import AnswerRecord
+from tracker.records import AnswerRecord, ListedObject
 from tracker.store import Store
 
 #: The Prodigy dataset the workers annotate; `Store.dataset(create=True)` is safe to race.
@@ -102,3 +103,45 @@ def run_processes(target: Any, args_per_process: list[tuple], *, timeout: float 
             if process.is_alive():
                 process.kill()
     return reports
+
+
+def list_or_claim(
+    url: str, bucket: str, role: str, pages: int, size: int, barrier: Any, results: Any
+) -> None:
+    """As "lister": record `pages` pages of `size` new keys, one transaction each. As any
+    other role (a lease owner): claim and answer until the listing is done and nothing is
+    left, so that claims walk the frontier while pages are being inserted."""
+    done: list[str] = []
+    errors: list[str] = []
+    try:
+        with Store.open(url) as store:
+            source = store.source(bucket)
+            dataset = store.dataset(source, DATASET, create=True)
+            barrier.wait(timeout=60)
+            if role == "lister":
+                for p in range(pages):
+                    page = [f"k/{p:04}/{i:04}" for i in range(size)]
+                    store.record_page(
+                        source,
+                        [ListedObject(k) for k in page],
+                        next_token=None,
+                        last_key=page[-1],
+                        exhausted=p == pages - 1,
+                    )
+                    done += page
+            else:
+                while True:
+                    listed = store.cursor(source).exhausted_at is not None
+                    leases = store.claim(dataset, role, 7, timedelta(hours=1))
+                    if not leases:
+                        if listed:
+                            break
+                        time.sleep(0.005)
+                        continue
+                    done += [lease.key for lease in leases]
+                    store.record_answers(
+                        dataset, [AnswerRecord(lease.key, Answer.ACCEPT, role) for lease in leases]
+                    )
+    except BaseException as error:
+        errors.append(_describe(error))
+    results.put((role, done, errors))
