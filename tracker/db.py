@@ -53,7 +53,8 @@ _PG_MIGRATION_LOCK = 0x5E3A7
 #: source_id)` that order inserts of objects before frontier walks: every transaction that
 #: inserts a source's objects holds it shared, a claim walking a dataset's frontier holds it
 #: exclusive (`tracker.store.Store._hold_frontier`). The two-int key space does not overlap
-#: the single-bigint one of `_PG_MIGRATION_LOCK`.
+#: the single-bigint one of `_PG_MIGRATION_LOCK`; the class is not one of the counters'
+#: compactions (70071, 70072: migration 0007).
 PG_FRONTIER_LOCK = 0x5E3A8
 
 
