@@ -318,7 +318,9 @@ def translate_db_errors(url: str | URL) -> Iterator[None]:
         for secret in url_secrets(text_url):
             if len(secret) >= 3:  # a driver may echo a host or option that holds it
                 reason = reason.replace(secret, "***")
-        raise StateDBError(f"state DB {masked(url)}: {reason}") from None
+        translated = StateDBError(f"state DB {masked(url)}: {reason}")
+        translated.sqlstate = getattr(error.orig, "sqlstate", None)
+        raise translated from None
 
 
 def current_revision(conn: Connection) -> str | None:

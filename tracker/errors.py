@@ -29,6 +29,8 @@ class StateDBError(TrackerError):
     """The state database cannot be used: bad URL, not a database, read-only, too new."""
 
     exit_code = 4
+    #: The database's SQLSTATE for the error, when it gave one (PostgreSQL).
+    sqlstate: str | None = None
 
 
 class OwnerInUse(StateDBError):

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, wraps
 from itertools import islice
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -74,7 +74,13 @@ from tracker.db import (
     masked,
     translate_db_errors,
 )
-from tracker.errors import DatasetNotFound, OwnerInUse, SourceNotFound, UsageError
+from tracker.errors import (
+    DatasetNotFound,
+    OwnerInUse,
+    SourceNotFound,
+    StateDBError,
+    UsageError,
+)
 from tracker.events import Change, ObjectEvent, in_order, is_newer
 from tracker.models import (
     TRACKED_TABLES,
@@ -172,6 +178,35 @@ class OwnerRegistration:
     token: str
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock.
+_DEADLOCK_DETECTED = "40P01"
+#: Runs of a transaction `_again_after_deadlock` makes at most.
+_DEADLOCK_TRIES = 3
+
+
+def _again_after_deadlock(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a store method (one write transaction) again when PostgreSQL rolled it back to
+    break a deadlock: with the frontier locks, a claim and an import of answers or a batch
+    of events can wait on each other (see `Store._hold_frontier`). Nothing of the rolled
+    back run was kept, and the other transaction has gone on, so running it again is safe."""
+
+    @wraps(method)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        tries = 1
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except StateDBError as error:
+                if error.sqlstate != _DEADLOCK_DETECTED or tries >= _DEADLOCK_TRIES:
+                    raise
+                tries += 1
+
+    return again
+
+
 class Store:
     """Operations on the state DB. Create with `Store.open(url)`."""
 
@@ -242,12 +277,12 @@ class Store:
     # frontier: it waits for the inserts in flight to commit, and an insert that starts
     # later draws its ids from the sequence after every id the walk can see.
     #
-    # No deadlock through these locks: a walk holds only its dataset's row (and rows of
-    # `items`) while it waits, and no inserter waits on a dataset's row. Importing answers
-    # for never-listed keys, or applying events that end leases, locks `items` rows after
-    # the shared lock: should a claim hold one of those rows and wait to walk the frontier,
-    # PostgreSQL detects the cycle and rolls one of them back (an error, nothing lost).
-    # SQLite serialises writers: nothing to do there.
+    # Deadlocks: a walk holds its dataset's row and the `items` rows it leased first while
+    # it waits, and no inserter waits on a dataset's row. Importing answers for never-listed
+    # keys, or applying events that end leases, locks `items` rows after the shared lock:
+    # should a claim hold one of those rows and wait to walk the frontier, PostgreSQL breaks
+    # the cycle by rolling one of the two back, and that one runs again
+    # (`_again_after_deadlock`). SQLite serialises writers: nothing to do there.
 
     def _inserting_objects(self, conn: Connection, source: SourceRef) -> None:
         """Before inserting objects of `source`: hold the shared frontier lock."""
@@ -538,6 +573,7 @@ class Store:
 
     # -- leases ---------------------------------------------------------------------------
 
+    @_again_after_deadlock
     def claim(
         self,
         dataset: DatasetRef,
@@ -1149,6 +1185,7 @@ class Store:
         with self._write() as conn:
             return self._record_answers(conn, dataset, answers, served_only=served_only)
 
+    @_again_after_deadlock
     def import_answers(
         self,
         dataset: DatasetRef,
@@ -1795,6 +1832,7 @@ class Store:
             .values(state=ItemState.PENDING, updated_at=utcnow(), **_LEASE_CLEARED)
         )
 
+    @_again_after_deadlock
     def apply_events(
         self,
         source: SourceRef,

@@ -173,3 +173,48 @@ def test_keys_listed_while_two_processes_claim_are_each_annotated_once(pg_url):
         dataset = store.dataset(store.source("bucket"), DATASET)
         assert store.counts(dataset).by_state == {ItemState.ANNOTATED: PAGES * PAGE_SIZE}
         assert check(store).differences == []
+
+
+class PausedBeforeFrontierLock:
+    """Pauses the thread named "claim" just before it asks for the frontier lock, until
+    `go` is set: it holds the `items` rows it leased from expired leases meanwhile."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.reached = threading.Event()
+        self.go = threading.Event()
+        event.listen(engine, "before_cursor_execute", self._executing)
+
+    def _executing(self, conn: Connection, _: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name == "claim" and "pg_advisory_xact_lock(" in statement:
+            self.reached.set()
+            self.go.wait(TIMEOUT)
+
+
+def test_a_claim_and_an_import_waiting_on_each_other_both_complete(pg_url):
+    """The claim re-leases an expired key, then waits for the import's insert of a
+    never-listed key to commit; the import waits on the re-leased key's row. PostgreSQL
+    rolls one back to break the cycle, and that one runs again."""
+    with Store.open(pg_url) as store:
+        source = store.source("bucket", create=True)
+        dataset = store.dataset(source, DATASET, create=True)
+        store.record_page(
+            source, [ListedObject("k")], next_token=None, last_key="k", exhausted=False
+        )
+        assert [lease.key for lease in store.claim(dataset, "c0", 1, timedelta(0))] == ["k"]
+        paused = PausedBeforeFrontierLock(store.engine)
+
+        claimer, claimed = _in_thread("claim", lambda: store.claim(dataset, "c1", 10, LEASE))
+        assert paused.reached.wait(TIMEOUT)
+        answers = [AnswerRecord(k, Answer.ACCEPT, "s") for k in ("k", "new")]
+        importer, imported = _in_thread("import", lambda: store.import_answers(dataset, answers))
+        importer.join(0.5)  # now waiting on the row of "k", holding the shared lock
+        paused.go.set()
+        claimer.join(TIMEOUT)
+        importer.join(TIMEOUT)
+        assert not claimer.is_alive() and not importer.is_alive(), "hung"
+        assert not isinstance(claimed[0], BaseException), claimed
+        assert not isinstance(imported[0], BaseException), imported
+        assert [lease.key for lease in claimed[0]] in (["k"], [])
+        assert imported[0][0] == 2  # both keys annotated
+        assert _claim_all(store, dataset, "c2") == []
+        assert check(store).differences == []
