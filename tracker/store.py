@@ -833,24 +833,28 @@ class Store:
         start, span = frontier, limit
         while len(claimed) < limit and last is not None and start < last:
             want = limit - len(claimed)
-            rows = conn.execute(self._past_frontier(dataset, start, span)).all()
-            live: list[int] = []
-            gone: list[int] = []
-            moved = frontier
-            for r in rows:
-                if len(live) == want:
-                    break
-                moved = r.id
-                if not r.has_row:
-                    (gone if r.gone else live).append(r.id)
-            if len(live) < want:
+            # Only the objects the dataset has no row for, at most `want` of them: a window
+            # past thousands of answers imported ahead holds nothing in memory.
+            rows = conn.execute(self._past_frontier(dataset, start, span, want)).all()
+            live = [r.id for r in rows if not r.gone]
+            gone = [r.id for r in rows if r.gone]
+            if len(rows) == want:
+                moved = start = rows[-1].id
+            else:
                 # The window held fewer keys to take than wanted (other sources' ids, rows
-                # made by answers imported ahead): read all of it, and further per statement.
-                # The frontier itself only ever moves to an object seen.
+                # made by answers imported ahead): all of it is passed, and further windows
+                # grow. The frontier only ever moves to an object seen (an id past the last
+                # object may still be given to an object listed later).
+                moved = conn.execute(
+                    select(func.max(objects.c.id)).where(
+                        objects.c.source_id == dataset.source.id,
+                        objects.c.id > start,
+                        objects.c.id <= start + span,
+                    )
+                ).scalar_one()
+                moved = frontier if moved is None else moved
                 start += span
                 span = min(span * 8, 100 * _CHUNK)
-            else:
-                start = moved
             if live:
                 claimed += self._insert_leased(conn, live, params)
             if gone:
@@ -869,9 +873,11 @@ class Store:
                 )
         return claimed
 
-    def _past_frontier(self, dataset: DatasetRef, frontier: int, span: int) -> Select[Any]:
-        """The source's objects with ids in (frontier, frontier + span], in listing order,
-        each with whether it is deleted and whether the dataset has a row for it."""
+    def _past_frontier(
+        self, dataset: DatasetRef, frontier: int, span: int, limit: int
+    ) -> Select[Any]:
+        """The first `limit` objects of the source with ids in (frontier, frontier + span]
+        that the dataset has no row for, in listing order, each with whether it is deleted."""
         window = (
             select(objects.c.id, objects.c.deleted_at)
             .where(
@@ -888,7 +894,7 @@ class Store:
                 .where(items.c.dataset_id == dataset.id, items.c.object_id == window.c.id)
                 .exists()
             )
-            return select(window.c.id, gone, has_row.label("has_row")).order_by(window.c.id)
+            return select(window.c.id, gone).where(~has_row).order_by(window.c.id).limit(limit)
         # A LATERAL lookup per object in the unique (dataset_id, object_id) index: an
         # EXISTS became a hashed subplan that read every row of the dataset.
         row = (
@@ -898,9 +904,11 @@ class Store:
             .lateral()
         )
         return (
-            select(window.c.id, gone, row.c.id.is_not(None).label("has_row"))
+            select(window.c.id, gone)
             .select_from(window.outerjoin(row, true()))
+            .where(row.c.id.is_(None))
             .order_by(window.c.id)
+            .limit(limit)
         )
 
     def _insert_leased(self, conn: Connection, ids: list[int], params: dict[str, Any]) -> list[Any]:
