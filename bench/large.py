@@ -19,16 +19,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from bench import bulk
 from bench.report import Table, median, ms, percentile, timed
 from bench.scale import (
+    PAGE,
     _bytes_per_key,
     _nullcontext,
     claim_and_answer,
@@ -37,7 +35,7 @@ from bench.scale import (
     raw_sqlite_floor,
     record_all,
 )
-from tracker.store import Store
+from tracker.store import Store, batched
 
 #: Baseline size for the claim: small enough that nothing in it can depend on size.
 SMALL = 10_000
@@ -191,7 +189,9 @@ def _pg_copy_floor(url: str, total: int) -> float:
             raw: Any = conn.connection.driver_connection
 
             def copy() -> None:
-                for page in _chunks(total, 50):
+                # 50 pages per COPY and commit: the floor is not paid a commit per page.
+                keys = (o for page in pages(total) for o in page)
+                for page in batched(keys, 50 * PAGE):
                     with raw.cursor() as cursor:
                         sql = "COPY objects (source_id, key, size, etag, last_modified) FROM STDIN"
                         with cursor.copy(sql) as out:
@@ -200,16 +200,4 @@ def _pg_copy_floor(url: str, total: int) -> float:
                     raw.commit()
 
             seconds, _ = timed(copy)
-            conn.execute(text("SELECT 1"))
     return seconds
-
-
-def _chunks(total: int, pages_per_chunk: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for number, page in enumerate(pages(total), 1):
-        chunk.extend(page)
-        if number % pages_per_chunk == 0:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
