@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 import tracker.copy as copy_module
 from tests.cli_support import build_state, listed, run
+from tracker.copy import COUNTER_TABLES
 from tracker.db import alembic_config, create_db_engine
 from tracker.models import Answer, Base
 from tracker.ordering import Order
@@ -32,21 +33,42 @@ pytestmark = pytest.mark.postgres
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the schema, in primary-key order, as SQLAlchemy reads
-    them (so SQLite's naive text and PostgreSQL's timestamptz compare as the same time)."""
+    them (so SQLite's naive text and PostgreSQL's timestamptz compare as the same time).
+    A counter table as what it means (`counter_sums`): PostgreSQL's delta rows and
+    SQLite's one row per source or dataset are the same counts."""
     engine = create_db_engine(url)
     try:
         with engine.connect() as conn:
             return {
-                table.name: [
-                    tuple(row)
-                    for row in conn.execute(
-                        select(table).order_by(*(table.primary_key.columns or table.columns))
-                    )
-                ]
+                table.name: (
+                    counter_sums(conn, table.name)
+                    if table.name in COUNTER_TABLES
+                    else [
+                        tuple(row)
+                        for row in conn.execute(
+                            select(table).order_by(*(table.primary_key.columns or table.columns))
+                        )
+                    ]
+                )
                 for table in Base.metadata.sorted_tables
             }
     finally:
         engine.dispose()
+
+
+def counter_sums(conn: Connection, name: str) -> list[tuple[Any, ...]]:
+    """(source or dataset id, each count summed over its rows), for every one whose counts
+    are not all zero (PostgreSQL has no row for a dataset without items; SQLite a row of
+    zeros)."""
+    table = Base.metadata.tables[name]
+    key = COUNTER_TABLES[name][1]
+    counts = [c for c in table.columns if not c.primary_key and c.name != key]
+    rows = conn.execute(
+        select(table.c[key], *(func.sum(c) for c in counts))
+        .group_by(table.c[key])
+        .order_by(table.c[key])
+    )
+    return [(row[0], *map(int, row[1:])) for row in rows if any(row[1:])]
 
 
 def build_everything(url: str) -> None:
