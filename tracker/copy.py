@@ -60,7 +60,7 @@ from tracker.db import (
     translate_db_errors,
     upgrade_in,
 )
-from tracker.errors import StateDBError, TrackerError, UsageError
+from tracker.errors import StateDBError, TargetNotEmpty, TrackerError, UsageError
 from tracker.models import (
     Base,
     CompactUTCDateTime,
@@ -87,12 +87,6 @@ COUNTER_TABLES: dict[str, tuple[Table, str]] = {
     source_counts.name: (sources, "source_id"),
     dataset_counts.name: (datasets, "dataset_id"),
 }
-
-
-class TargetNotEmpty(TrackerError):
-    """`db copy` into a DB that holds state, without `--replace`."""
-
-    exit_code = 6
 
 
 class CopyMismatch(TrackerError):

@@ -38,7 +38,7 @@ def test_db_check_finds_nothing_on_a_db_the_triggers_kept(db_url):
     assert "every number equals its recount" in result.stdout
 
 
-def test_a_corrupted_counter_is_reported_with_exit_6_then_repaired(db_url):
+def test_a_corrupted_counter_is_reported_with_exit_7_then_repaired(db_url):
     build_state(db_url)
     _corrupt(db_url, "live_served", 5)
 
