@@ -14,8 +14,8 @@ calls `copy_database` and renders its `CopyReport`.
   rolls all of it back and leaves the target as it was. A SQLite target file that the copy
   created is removed again.
 - **Triggers do not fire during the copy**: rows are copied as they are, derived tables
-  (counters) included, so a trigger that maintains such a table would count every row a
-  second time. User triggers are disabled on PostgreSQL (`ALTER TABLE ... DISABLE TRIGGER`)
+  included (the counters in the target's form, below), so a trigger that maintains such a
+  table would count every row a second time. User triggers are disabled on PostgreSQL (`ALTER TABLE ... DISABLE TRIGGER`)
   and dropped then re-created from their own SQL on SQLite (which cannot disable one), both
   inside the copy's transaction. A derived table therefore equals the source's, which was
   consistent in the snapshot, whether it is kept by triggers or by the store's code.
