@@ -17,8 +17,9 @@ calls `copy_database` and renders its `CopyReport`.
   included (the counters in the target's form, below), so a trigger that maintains such a
   table would count every row a second time. User triggers are disabled on PostgreSQL
   (`ALTER TABLE ... DISABLE TRIGGER`) and dropped then re-created from their own SQL on
-  SQLite (which cannot disable one), both inside the copy's transaction. A derived table therefore equals the source's, which was
-  consistent in the snapshot, whether it is kept by triggers or by the store's code.
+  SQLite (which cannot disable one), both inside the copy's transaction. A derived table
+  therefore equals the source's, which was consistent in the snapshot, whether it is kept
+  by triggers or by the store's code.
 - **Counters arrive in the target's form** (`COUNTER_TABLES`, revision 0007): PostgreSQL
   keeps a source's or dataset's counts as delta rows that readers sum (and a dataset with
   no items may have none), SQLite exactly one row that its triggers update in place. Delta
