@@ -145,3 +145,35 @@ def list_or_claim(
     except BaseException as error:
         errors.append(_describe(error))
     results.put((role, done, errors))
+
+
+def write_until_stopped(url: str, bucket: str, stop: Any, results: Any) -> None:
+    """A busy writer, as a `tracker sync` beside recipes: pages of new keys, claims, one
+    transaction per answer, a key deleted by an event, round after round until `stop` is
+    set. Puts ("ready", 0, []) once it writes, then (rounds, errors) at the end."""
+    from datetime import UTC, datetime
+
+    from tracker.events import Change, ObjectEvent
+
+    rounds = 0
+    errors: list[str] = []
+    try:
+        with Store.open(url) as store:
+            source = store.source(bucket, "", create=True)
+            dataset = store.dataset(source, DATASET, create=True)
+            results.put(("ready", 0, []))
+            while not stop.is_set():
+                page = [ListedObject(f"w/{rounds:06}/{i:03}.jpg", 10, "e" * 32) for i in range(50)]
+                store.record_page(
+                    source, page, next_token=None, last_key=page[-1].key, exhausted=False
+                )
+                for lease in store.claim(dataset, "w@host:1", 20, timedelta(minutes=5)):
+                    store.record_answers(
+                        dataset, [AnswerRecord(lease.key, Answer.ACCEPT, "w-session")]
+                    )
+                gone = ObjectEvent(bucket, page[-1].key, Change.REMOVED, datetime.now(UTC))
+                store.apply_events(source, [gone], lambda key, size: True)
+                rounds += 1
+    except BaseException as error:
+        errors.append(_describe(error))
+    results.put(("done", rounds, errors))

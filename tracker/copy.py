@@ -14,11 +14,21 @@ calls `copy_database` and renders its `CopyReport`.
   rolls all of it back and leaves the target as it was. A SQLite target file that the copy
   created is removed again.
 - **Triggers do not fire during the copy**: rows are copied as they are, derived tables
-  (counters) included, so a trigger that maintains such a table would count every row a
-  second time. User triggers are disabled on PostgreSQL (`ALTER TABLE ... DISABLE TRIGGER`)
-  and dropped then re-created from their own SQL on SQLite (which cannot disable one), both
-  inside the copy's transaction. A derived table therefore equals the source's, which was
-  consistent in the snapshot, whether it is kept by triggers or by the store's code.
+  included (the counters in the target's form, below), so a trigger that maintains such a
+  table would count every row a second time. User triggers are disabled on PostgreSQL
+  (`ALTER TABLE ... DISABLE TRIGGER`) and dropped then re-created from their own SQL on
+  SQLite (which cannot disable one), both inside the copy's transaction. A derived table
+  therefore equals the source's, which was consistent in the snapshot, whether it is kept
+  by triggers or by the store's code.
+- **Counters arrive in the target's form** (`COUNTER_TABLES`, revision 0007): PostgreSQL
+  keeps a source's or dataset's counts as delta rows that readers sum (and a dataset with
+  no items may have none), SQLite exactly one row that its triggers update in place. Delta
+  rows copied as they are into SQLite would each receive every later change (the counts
+  multiply), and a dataset without a row would never count at all. So each counter table
+  is copied as one row per source / dataset, its columns the sums of that one's rows (zero
+  without any), ids 1..n: SQLite's form, and PostgreSQL's after a compaction, in every
+  direction. Counter rows of a source or dataset that no longer exists (`db check --repair`
+  drops them too) are not copied.
 - **Values**: rows are read and written through the drivers (SQLAlchemy's per-row
   machinery would cost more than the copy), keeping every primary key (objects' ids are the
   listing order). A column whose type both databases store alike is passed as it is; the
@@ -51,8 +61,16 @@ from tracker.db import (
     translate_db_errors,
     upgrade_in,
 )
-from tracker.errors import StateDBError, TrackerError, UsageError
-from tracker.models import Base, CompactUTCDateTime, UTCDateTime
+from tracker.errors import StateDBError, TargetNotEmpty, TrackerError, UsageError
+from tracker.models import (
+    Base,
+    CompactUTCDateTime,
+    UTCDateTime,
+    dataset_counts,
+    datasets,
+    source_counts,
+    sources,
+)
 
 #: PostgreSQL's type OID of `text` (what `to_char` returns).
 _PG_TEXT = 25
@@ -63,11 +81,13 @@ CHUNK_ROWS = 20_000
 #: Called after each chunk: table name, rows copied so far, rows the table has.
 Progress = Callable[[str, int, int], None]
 
-
-class TargetNotEmpty(TrackerError):
-    """`db copy` into a DB that holds state, without `--replace`."""
-
-    exit_code = 6
+#: The counter tables (revision 0007), each with the table whose rows it counts for and
+#: the column naming that row: copied as one summed row per source / dataset (see the
+#: module's docstring). Every other column of them is a count.
+COUNTER_TABLES: dict[str, tuple[Table, str]] = {
+    source_counts.name: (sources, "source_id"),
+    dataset_counts.name: (datasets, "dataset_id"),
+}
 
 
 class CopyMismatch(TrackerError):
@@ -187,7 +207,7 @@ def _copy(
         if holding:
             _empty(dst, schema)
             report.replaced = True
-        totals = {t.name: _count(src, t) for t in schema}
+        totals = {t.name: _source_count(src, t) for t in schema}
         for table in schema:
             copied = TableCopy(table.name)
             report.tables.append(copied)
@@ -420,12 +440,15 @@ def _source_rows(
     memory holds one chunk whatever the table's size. `text_times`: PostgreSQL formats
     `UTCDateTime` columns as SQLite stores them (`sqlite_utc_text`), sparing a datetime
     object per value in and out (~2x on a copy to SQLite)."""
-    columns = ", ".join(
-        _utc_text_sql(src, c.name) if text_times and _text_time(c.type) else _quote(src, c.name)
-        for c in table.columns
-    )
-    order = ", ".join(_quote(src, c.name) for c in (table.primary_key.columns or table.columns))
-    sql = f"SELECT {columns} FROM {_quote(src, table.name)} ORDER BY {order}"
+    if table.name in COUNTER_TABLES:
+        sql = _counter_rows_sql(src, table)
+    else:
+        columns = ", ".join(
+            _utc_text_sql(src, c.name) if text_times and _text_time(c.type) else _quote(src, c.name)
+            for c in table.columns
+        )
+        order = ", ".join(_quote(src, c.name) for c in (table.primary_key.columns or table.columns))
+        sql = f"SELECT {columns} FROM {_quote(src, table.name)} ORDER BY {order}"
     driver = src.connection.driver_connection
     assert driver is not None
     if src.dialect.name == "postgresql":
@@ -450,6 +473,28 @@ def _source_rows(
         yield type_codes, chunks()
     finally:
         cursor.close()
+
+
+def _counter_rows_sql(src: Connection, table: Table) -> str:
+    """A counter table as one row per source / dataset (`COUNTER_TABLES`), in its columns'
+    order: id 1..n in the owner's id order, the owner's id, and each count summed over the
+    owner's rows (0 without any; cast, as PostgreSQL's sum of bigints is numeric)."""
+    owner, key = COUNTER_TABLES[table.name]
+    owner_id = f"o.{_quote(src, owner.primary_key.columns[0].name)}"
+    columns = []
+    for column in table.columns:
+        name = _quote(src, column.name)
+        if column.primary_key:
+            columns.append(f"row_number() OVER (ORDER BY {owner_id}) AS {name}")
+        elif column.name == key:
+            columns.append(f"{owner_id} AS {name}")
+        else:
+            columns.append(f"CAST(coalesce(sum(c.{name}), 0) AS BIGINT) AS {name}")
+    return (
+        f"SELECT {', '.join(columns)} FROM {_quote(src, owner.name)} o "
+        f"LEFT JOIN {_quote(src, table.name)} c ON c.{_quote(src, key)} = {owner_id} "
+        f"GROUP BY {owner_id} ORDER BY {owner_id}"
+    )
 
 
 @contextmanager
@@ -573,6 +618,14 @@ def _has_rows(conn: Connection, table: Table) -> bool:
 def _count(conn: Connection, table: Table) -> int:
     sql = f"SELECT count(*) FROM {_quote(conn, table.name)}"
     return int(conn.exec_driver_sql(sql).scalar_one())
+
+
+def _source_count(conn: Connection, table: Table) -> int:
+    """The rows the copy reads from the source's `table`: a counter table's one per source
+    or dataset (`COUNTER_TABLES`)."""
+    if table.name in COUNTER_TABLES:
+        return _count(conn, COUNTER_TABLES[table.name][0])
+    return _count(conn, table)
 
 
 def _integer_id_index(table: Table) -> int | None:

@@ -37,7 +37,16 @@ class CheckReport:
 
 
 def check(store: Store) -> CheckReport:
-    """Recount every source and dataset; read the tables' statistics (PostgreSQL)."""
+    """Recount every source and dataset; read the tables' statistics (PostgreSQL).
+
+    Counters and recounts are read from one snapshot (`Store.snapshot`): read apart, a
+    writer between the two (a sync, recipes claiming) would show as a difference.
+    """
+    with store.snapshot():
+        return _check(store)
+
+
+def _check(store: Store) -> CheckReport:
     report = CheckReport()
     for source in store.sources():
         listed, deleted = store.source_numbers(source)

@@ -1,7 +1,8 @@
 """Errors the user can act on, each with its documented exit code.
 
 Anything raised as a `TrackerError` is shown as one line on stderr (no traceback) and ends
-the command with `exit_code`. Exit codes are part of the CLI's contract (see README).
+the command with `exit_code`. Exit codes are part of the CLI's contract: README's "Exit
+codes" and `tracker --help` list every code defined here (a test compares them).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class Interrupted(TrackerError):
 class InventoryError(UsageError):
     """An S3 Inventory report that cannot be read: no manifest, bad JSON, another bucket,
     an unsupported format, a data file whose checksum differs, pyarrow not installed."""
+
+
+class TargetNotEmpty(TrackerError):
+    """`tracker db copy` into a DB that holds state, without `--replace`."""
+
+    exit_code = 6
 
 
 class CountsDiffer(TrackerError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -216,6 +217,8 @@ class Store:
         #: Keys are inserted set-based (`_insert_objects`); the benchmark turns it off to
         #: time the row-by-row path, through SQLAlchemy, beside it.
         self.bulk_insert = True
+        #: Per thread: the connection of an open `snapshot()`, which `_read` then uses.
+        self._snapshots = threading.local()
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -250,12 +253,45 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        held: Connection | None = getattr(self._snapshots, "conn", None)
+        if held is not None:  # inside `snapshot()`: its transaction, not a new one
+            with translate_db_errors(self.engine.url):
+                yield held
+            return
         with (
             translate_db_errors(self.engine.url),
             self.engine.connect().execution_options(sqlite_begin="DEFERRED") as conn,
             conn.begin(),
         ):
             yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this store in this thread inside the block sees one point in time.
+
+        `tracker db check` compares the counters with a recount: read in separate
+        transactions beside a writer, the two sides see different rows and differ although
+        both are exact. One read-only transaction for the whole block (PostgreSQL:
+        REPEATABLE READ READ ONLY; SQLite: one deferred read transaction, which WAL keeps
+        at the state of its first read) makes them one snapshot. Reads only: writes take
+        their own transaction as always, and the snapshot does not see them.
+        """
+        if getattr(self._snapshots, "conn", None) is not None:
+            yield  # already in one
+            return
+        with translate_db_errors(self.engine.url), self.engine.connect() as conn:
+            if self._pg:
+                conn = conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            else:
+                conn = conn.execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                self._snapshots.conn = conn
+                try:
+                    yield
+                finally:
+                    self._snapshots.conn = None
 
     def _insert(self, table: Any) -> Any:
         if self._pg:

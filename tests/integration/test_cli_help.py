@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
+import tracker.errors
 from tests.cli_support import run_process
 from tracker.cli import cli
 
@@ -75,3 +79,44 @@ def test_an_unexpected_failure_is_still_one_line_and_exit_1(monkeypatch, tmp_pat
     assert result.output.strip() == (
         "error: unexpected ZeroDivisionError: planted (run with -vv for the traceback)"
     )
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _defined_exit_codes() -> set[int]:
+    """0, and the exit code of every error class in `tracker.errors`."""
+    classes = [
+        value
+        for value in vars(tracker.errors).values()
+        if isinstance(value, type) and issubclass(value, tracker.errors.TrackerError)
+    ]
+    return {0} | {error.exit_code for error in classes}
+
+
+def _listed_codes(sentence: str) -> set[int]:
+    """The codes of "0 ok, 1 failure, 2 bad usage, ...": a number opening each item."""
+    return {int(code) for code in re.findall(r"(?:^|,)\s*`?(\d+)`?\s", sentence)}
+
+
+def test_the_helps_exit_codes_are_the_codes_tracker_errors_defines():
+    """Issue 20, item 11: `tracker --help` lists every exit code, 7 included.
+    Seen failing on the help without 7 (and with TargetNotEmpty's 6 outside errors.py)."""
+    assert {6, 7} <= _defined_exit_codes()
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    listed = text.split("Exit codes:", 1)[1].split(".", 1)[0]
+    assert _listed_codes(listed) == _defined_exit_codes()
+
+
+def test_the_readmes_exit_codes_are_the_codes_tracker_errors_defines():
+    """The README's "Exit codes" table, and the codes its "What happens when..." section
+    opens with, are the same set. Seen failing on the README that left 7 out there."""
+    readme = README.read_text()
+    table = readme.split("### Exit codes\n", 1)[1].split("\n\n", 1)[0]
+    rows = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
+    assert rows == _defined_exit_codes()
+    section = readme.split("## What happens when...", 1)[1]
+    opening = " ".join(section.split("Exit codes:", 1)[1].split(".", 1)[0].split())
+    assert _listed_codes(opening) == _defined_exit_codes()

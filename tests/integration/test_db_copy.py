@@ -10,43 +10,70 @@ import hashlib
 import json
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 import tracker.copy as copy_module
 from tests.cli_support import build_state, listed, run
+from tests.conftest import PG_URL, require_postgres
+from tracker.copy import COUNTER_TABLES
 from tracker.db import alembic_config, create_db_engine
+from tracker.events import Change, ObjectEvent
 from tracker.models import Answer, Base
 from tracker.ordering import Order
-from tracker.records import AnswerRecord, ListedObject
+from tracker.records import AnswerRecord, DatasetRef, ListedObject
 from tracker.store import Store
+from tracker.stream import S3Stream
 
 pytestmark = pytest.mark.postgres
 
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the schema, in primary-key order, as SQLAlchemy reads
-    them (so SQLite's naive text and PostgreSQL's timestamptz compare as the same time)."""
+    them (so SQLite's naive text and PostgreSQL's timestamptz compare as the same time).
+    A counter table as what it means (`counter_sums`): PostgreSQL's delta rows and
+    SQLite's one row per source or dataset are the same counts."""
     engine = create_db_engine(url)
     try:
         with engine.connect() as conn:
             return {
-                table.name: [
-                    tuple(row)
-                    for row in conn.execute(
-                        select(table).order_by(*(table.primary_key.columns or table.columns))
-                    )
-                ]
+                table.name: (
+                    counter_sums(conn, table.name)
+                    if table.name in COUNTER_TABLES
+                    else [
+                        tuple(row)
+                        for row in conn.execute(
+                            select(table).order_by(*(table.primary_key.columns or table.columns))
+                        )
+                    ]
+                )
                 for table in Base.metadata.sorted_tables
             }
     finally:
         engine.dispose()
+
+
+def counter_sums(conn: Connection, name: str) -> list[tuple[Any, ...]]:
+    """(source or dataset id, each count summed over its rows), for every one whose counts
+    are not all zero (PostgreSQL has no row for a dataset without items; SQLite a row of
+    zeros)."""
+    table = Base.metadata.tables[name]
+    key = COUNTER_TABLES[name][1]
+    counts = [c for c in table.columns if not c.primary_key and c.name != key]
+    rows = conn.execute(
+        select(table.c[key], *(func.sum(c) for c in counts))
+        .group_by(table.c[key])
+        .order_by(table.c[key])
+    )
+    return [(row[0], *map(int, row[1:])) for row in rows if any(row[1:])]
 
 
 def build_everything(url: str) -> None:
@@ -243,6 +270,197 @@ def test_the_copy_serves_on_where_the_source_stood_and_new_rows_get_fresh_ids(
     new_object = next(r for r in after["objects"] if r[2] == "fresh.jpg")
     assert new_object[0] == max(r[0] for r in before["objects"]) + 1
     assert max(r[0] for r in after["items"]) > max(r[0] for r in before["items"])
+
+
+# -- counters arrive in the target's form (issue 20, item 4) ------------------------------
+
+DIRECTIONS = [
+    "sqlite->sqlite",
+    "sqlite->postgresql",
+    "postgresql->sqlite",
+    "postgresql->postgresql",
+]
+
+
+@pytest.fixture
+def second_pg_url() -> Iterator[str]:
+    """Another fresh PostgreSQL schema (`pg_url`'s twin): a PostgreSQL -> PostgreSQL copy."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _direction_urls(direction: str, tmp_path: Path, request: Any) -> tuple[str, str]:
+    kinds = direction.split("->")
+    urls = []
+    for index, kind in enumerate(kinds):
+        if kind == "sqlite":
+            urls.append(f"sqlite:///{tmp_path / f'state{index}.db'}")
+        else:
+            urls.append(request.getfixturevalue("pg_url" if index == 0 else "second_pg_url"))
+    return urls[0], urls[1]
+
+
+def _build_with_deltas(url: str) -> None:
+    """Counters as each database keeps them, several rows per source and dataset on
+    PostgreSQL: pages recorded one by one, claims, answers, a failure, a key deleted and an
+    annotated key overwritten by events, and a dataset that never claimed (PostgreSQL has
+    no counter row for it at all)."""
+    with Store.open(url) as store:
+        source = store.source("bkt", "img/", create=True)
+        for page in range(3):
+            keys = [f"img/{page}-{i:02d}.jpg" for i in range(8)]
+            store.record_page(
+                source, listed(keys), next_token=None, last_key=keys[-1], exhausted=page == 2
+            )
+        cats = store.dataset(source, "cats", create=True)
+        store.dataset(source, "dogs", create=True)  # never claims before the copy
+        for _ in range(3):
+            leases = store.claim(cats, "cats@host:1", 3, timedelta(minutes=30))
+            store.record_answers(cats, [AnswerRecord(leases[0].key, Answer.ACCEPT, "cats-a")])
+        store.mark_failed(cats, "img/0-02.jpg", "not an image")
+        at = datetime(2026, 11, 2, tzinfo=UTC)
+        store.apply_events(
+            source,
+            [
+                ObjectEvent("bkt", "img/2-07.jpg", Change.REMOVED, at),
+                ObjectEvent("bkt", "img/0-00.jpg", Change.CREATED, at, 5, "overwritten"),
+            ],
+            lambda key, size: True,
+        )
+        other = store.source("other", "", create=True)
+        store.record_page(other, listed(["x.jpg"]), next_token=None, last_key=None, exhausted=True)
+
+
+def _counter_rows(url: str) -> dict[str, int]:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+                for name in COUNTER_TABLES
+            }
+    finally:
+        engine.dispose()
+
+
+def _assert_checked(url: str, after: str) -> None:
+    result = run(url, "db", "check", "--json")
+    assert result.exit_code == 0, f"after {after}: {result.output}"
+    assert json.loads(result.stdout)["differences"] == []
+
+
+def _stream_ends(store: Store, dataset: DatasetRef) -> bool:
+    """The recipe's stream over a finished dataset: True when it ends at once with no
+    task, False when it would poll (its `sleep` is asked for)."""
+
+    def polls(_seconds: float) -> None:
+        raise AssertionError("polled")
+
+    stream = S3Stream(store, dataset, None, owner=f"{dataset.name}@end:1", sleep=polls)
+    try:
+        return list(stream.tasks()) == []
+    except AssertionError:
+        return False
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_counters_arrive_in_the_targets_form_and_stay_exact_through_writes_on_the_copy(
+    tmp_path, request, direction
+):
+    """Issue 20, item 4: one counter row per source and per dataset on the target, so that
+    SQLite's in-place triggers add each change once. After every kind of write on the copy
+    (claims, answers, a listed page, events, a dataset's first claim) `db check` finds no
+    difference, and once every key is annotated the stream ends with no task.
+    Seen failing on the old copy (delta rows copied as they were) for postgresql->sqlite:
+    `db check` exit 7 after the first claim, and a stream that polls for ever."""
+    source_url, target_url = _direction_urls(direction, tmp_path, request)
+    _build_with_deltas(source_url)
+    if direction.startswith("postgresql"):
+        rows = _counter_rows(source_url)
+        assert rows["source_counts"] > 2 and rows["dataset_counts"] > 2, rows
+    assert copy(source_url, target_url).exit_code == 0
+    # Two sources, two datasets: one row each, the dataset that never claimed included.
+    assert _counter_rows(target_url) == {"source_counts": 2, "dataset_counts": 2}
+    assert table_rows(target_url) == table_rows(source_url)
+    _assert_checked(target_url, "the copy")
+
+    with Store.open(target_url) as store:
+        source = store.source("bkt", "img/")
+        cats, dogs = store.dataset(source, "cats"), store.dataset(source, "dogs")
+        leases = store.claim(cats, "cats@host:1", 4, timedelta(minutes=30))
+        _assert_checked(target_url, "a claim")
+        store.record_answers(
+            cats, [AnswerRecord(lease.key, Answer.REJECT, "cats-b") for lease in leases]
+        )
+        _assert_checked(target_url, "answers")
+        keys = [f"img/3-{i:02d}.jpg" for i in range(5)]
+        store.record_page(source, listed(keys), next_token=None, last_key=keys[-1], exhausted=True)
+        _assert_checked(target_url, "a listed page")
+        at = datetime(2026, 11, 3, tzinfo=UTC)
+        store.apply_events(
+            source,
+            [
+                ObjectEvent("bkt", leases[0].key, Change.CREATED, at, 7, "changed-again"),
+                ObjectEvent("bkt", "img/1-05.jpg", Change.REMOVED, at),
+                ObjectEvent("bkt", "img/2-07.jpg", Change.CREATED, at, 9, "back"),
+                ObjectEvent("bkt", "img/4-00.jpg", Change.CREATED, at, 3, "new"),
+            ],
+            lambda key, size: True,
+        )
+        _assert_checked(target_url, "events")
+        store.claim(dogs, "dogs@host:1", 2, timedelta(minutes=30))
+        _assert_checked(target_url, "the first claim of a dataset that had none")
+
+        for dataset in (cats, dogs):
+            store.release(dataset, f"{dataset.name}@host:1")
+            while leases := store.claim(dataset, f"{dataset.name}@host:1", 7, timedelta(hours=1)):
+                store.record_answers(
+                    dataset, [AnswerRecord(lease.key, Answer.ACCEPT, "s") for lease in leases]
+                )
+            _assert_checked(target_url, f"every key of {dataset.name} annotated")
+            assert store.open_work(dataset).done, store.open_work(dataset)
+            assert _stream_ends(store, dataset), f"the stream of {dataset.name} polls"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_dataset_finished_on_the_copy_ends_its_stream(tmp_path, request, direction):
+    """Issue 20, item 4 (`copy_pg_to_sqlite_stream_never_done.py`): every key answered on
+    the copy, nothing else written: the counters say done and the stream ends with no task.
+    Seen failing on the old copy for postgresql->sqlite (pending -6, served -4: it polls)."""
+    source_url, target_url = _direction_urls(direction, tmp_path, request)
+    with Store.open(source_url) as store:
+        source = store.source("bkt", "img/", create=True)
+        for page in range(2):
+            keys = [f"img/{page}-{i:03d}.jpg" for i in range(5)]
+            store.record_page(
+                source, listed(keys), next_token=None, last_key=keys[-1], exhausted=page == 1
+            )
+        dataset = store.dataset(source, "cats", create=True)
+        store.claim(dataset, "cats@host:1", 2, timedelta(minutes=30))
+        store.claim(dataset, "cats@host:1", 2, timedelta(minutes=30))
+    assert copy(source_url, target_url).exit_code == 0
+    with Store.open(target_url) as store:
+        dataset = store.dataset(store.source("bkt", "img/"), "cats")
+        store.release(dataset, "cats@host:1")
+        while leases := store.claim(dataset, "cats@host:1", 3, timedelta(minutes=30)):
+            store.record_answers(
+                dataset, [AnswerRecord(lease.key, Answer.ACCEPT, "cats-a") for lease in leases]
+            )
+        work = store.open_work(dataset)
+        assert (work.pending, work.served) == (0, 0)
+        assert _stream_ends(store, dataset)
 
 
 # -- refusals -----------------------------------------------------------------------------

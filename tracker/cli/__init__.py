@@ -215,7 +215,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 
     A source is written s3://BUCKET[/PREFIX]; commands that take one may omit it when the
     state DB holds a single source. Exit codes: 0 ok, 1 failure, 2 bad usage, 3 S3 error,
-    4 state DB error, 5 unknown source, 6 `db copy` target not empty, 130 interrupted.
+    4 state DB error, 5 unknown source, 6 `db copy` target not empty, 7 `db check` found a
+    counter that differs from its recount, 130 interrupted.
 
     \b
     Example:
