@@ -24,7 +24,8 @@ They are found with a few rounds of small LIST calls sent side by side:
 
 Leaves are then cut into runs of about equal weight. Every probe asks for one key
 (MaxKeys=1); a split costs four rounds of round trips (a few dozen small LISTs sent side by
-side), whatever the bucket's size.
+side), whatever the bucket's size; up to six when folders hold flat runs longer than a page
+(their splits by characters run side by side, at most one per shard).
 """
 
 from __future__ import annotations
