@@ -6,8 +6,13 @@ against the manifest before any of its rows is recorded, then read with pyarrow 
 of `BATCH_ROWS` rows (never a whole file in memory). Each batch's keys are recorded with
 the position after it (file, rows read) in one transaction (`Store.record_inventory_batch`),
 so a killed ingestion continues at that batch and nothing is lost or recorded twice.
-Once every file is read, the listing cursor moves after the report's greatest key
-(`Store.finish_inventory`): a later `tracker sync` lists only what sorts after it.
+
+An inventory adds keys; it never moves the listing cursor (`Store.finish_inventory`).
+Nothing in a report proves which range of the source it covers: its configuration may
+filter on a narrower prefix than the source's, and the manifest does not record the filter
+(a report of `img/c/` read into `img/` holds no `img/a/` key, and looks the same as a report
+of `img/` where `img/a/` is empty). So the listing stays where it was, and the next `sync`
+or the recipe still lists, once, whatever the report may have missed.
 
 pyarrow is an optional extra (`pip install 's3-annotation-tracker[inventory]'`); it is
 imported only here, and only when a report is read.
@@ -163,7 +168,6 @@ class Ingestion:
         """Read the files left, batch by batch; `should_stop` is asked after each commit."""
         require_pyarrow()
         source = self.store.source(self.bucket, self.prefix, create=True)
-        generation = self.store.cursor(source).generation
         progress = self.store.start_inventory(
             source,
             self.manifest.uri,
@@ -189,6 +193,8 @@ class Ingestion:
                         prefix=self.prefix,
                         key_filter=self.key_filter,
                         encoded=self.manifest.file_format == "CSV",
+                        where=format_s3_uri(self.manifest.bucket, files[index].key),
+                        first_row=rows_read - len(columns["key"]) + 1,
                     )
                     if utf8_after(taken.max_key, max_key):
                         max_key = taken.max_key
@@ -212,7 +218,7 @@ class Ingestion:
             self.result.files += 1
             if should_stop() and index + 1 < len(files):
                 return self.result
-        self.store.finish_inventory(source, self.manifest.uri, generation=generation)
+        self.store.finish_inventory(source, self.manifest.uri)
         self.result.finished = True
         return self.result
 
@@ -227,7 +233,7 @@ class Ingestion:
                 for chunk in body.iter_chunks(CHUNK_BYTES):
                     digest.update(chunk)
                     out.write(chunk)
-        if data.md5 is not None and digest.hexdigest() != data.md5.lower():
+        if digest.hexdigest() != data.md5.lower():
             raise InventoryError(
                 f"{where}: MD5 {digest.hexdigest()} differs from "
                 f"the manifest's {data.md5}; none of its rows were recorded"
@@ -252,11 +258,41 @@ def read_batches(
                 batch = batch.slice(skip - read)
                 read = skip
             read += batch.num_rows
-            yield read, {name: _values(batch.column(name)) for name in batch.schema.names}
+            try:
+                columns = {name: _values(batch.column(name)) for name in batch.schema.names}
+            except UnicodeDecodeError:  # Parquet/ORC strings are not checked when written
+                row = read - batch.num_rows + _first_bad_utf8(batch) + 1
+                raise InventoryError(
+                    f"{where}, row {row}: a value is not valid UTF-8; the report is damaged "
+                    "(nothing from its batch on is recorded)"
+                ) from None
+            yield read, columns
     except (pa.ArrowException, OSError, EOFError) as error:
         raise InventoryError(
             f"{where} cannot be read as {manifest.file_format}: {error}".replace("\n", " ")
         ) from None
+
+
+def _first_bad_utf8(batch: Any) -> int:
+    """The index of the batch's first row holding a string that is not valid UTF-8."""
+    import pyarrow as pa
+
+    first: int = batch.num_rows
+    for column in batch.columns:
+        if pa.types.is_string(column.type):
+            raw = column.view(pa.binary())
+        elif pa.types.is_large_string(column.type):
+            raw = column.view(pa.large_binary())
+        else:
+            continue
+        for index, value in enumerate(raw.to_pylist()[:first]):
+            try:
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError:
+                first = index
+                break
+    return first
 
 
 def _values(column: Any) -> list[Any]:

@@ -24,7 +24,7 @@ from urllib.parse import unquote_plus
 from tracker.errors import InventoryError
 from tracker.filters import KeyFilter
 from tracker.records import ListedObject
-from tracker.s3uri import format_s3_uri
+from tracker.s3uri import format_s3_uri, key_problem
 
 FORMATS = ("CSV", "Parquet", "ORC")
 
@@ -44,7 +44,7 @@ def canonical(column: str) -> str:
 class DataFile:
     key: str
     size: int | None
-    md5: str | None
+    md5: str  # hex; a manifest without one is refused (`parse_manifest`)
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,21 @@ def parse_manifest(raw: bytes, bucket: str, key: str) -> Manifest:
         isinstance(f, dict) and isinstance(f.get("key"), str) for f in files
     ):
         raise InventoryError(f"{uri}: 'files' is not a list of {{key, size, MD5checksum}}")
+    # AWS writes an MD5 for every data file. Without one, a truncated or replaced file could
+    # not be told from the report's own: refused, as a manifest we cannot check.
+    unchecked = next(
+        (
+            f["key"]
+            for f in files
+            if not isinstance(f.get("MD5checksum"), str) or not f["MD5checksum"].strip()
+        ),
+        None,
+    )
+    if unchecked is not None:
+        raise InventoryError(
+            f"{uri}: data file {unchecked!r} has no MD5checksum, so its rows cannot be "
+            "checked; nothing was read (AWS writes one for every file)"
+        )
     return Manifest(
         uri=uri,
         bucket=bucket,
@@ -113,7 +128,7 @@ def parse_manifest(raw: bytes, bucket: str, key: str) -> Manifest:
         file_format=file_format,
         csv_columns=columns,
         files=tuple(
-            DataFile(f["key"], _int(f.get("size")), f.get("MD5checksum") or None) for f in files
+            DataFile(f["key"], _int(f.get("size")), f["MD5checksum"].strip()) for f in files
         ),
         created_at=_created(data.get("creationTimestamp")),
     )
@@ -186,6 +201,8 @@ def take_rows(
     prefix: str,
     key_filter: KeyFilter,
     encoded: bool,
+    where: str = "the report",
+    first_row: int = 1,
 ) -> Taken:
     """The rows of one batch that are current objects of bucket + prefix the filter takes.
 
@@ -193,8 +210,14 @@ def take_rows(
     every object is current, sizes and times unknown). A row is left out when it is of
     another bucket or outside the prefix, a non-current version or a delete marker, or when
     the filter refuses it (folder placeholders and zero-byte objects included). The
-    greatest key counts every current key under the prefix, taken or not: the listing
-    cursor continues after it.
+    greatest key counts every current key under the prefix, taken or not; it is kept with
+    the ingestion's progress for people (the listing cursor does not move to it: see
+    `tracker.inventory`).
+
+    A row no S3 listing could give (a key that is not percent-encoded UTF-8, holds a NUL or
+    is over 1024 bytes; a size or date that is no number or ISO 8601 time) means a damaged
+    report: `InventoryError` names `where` and the row (`first_row` is the batch's first
+    row in its file, counted from 1), and nothing of the batch is taken.
     """
     keys = columns["key"]
     count = len(keys)
@@ -216,22 +239,42 @@ def take_rows(
             continue
         raw = keys[i]
         assert isinstance(raw, str)
-        key = decode_key(raw) if encoded else raw
+        try:
+            key = decode_key(raw) if encoded else raw
+        except UnicodeDecodeError:
+            raise _bad_row(
+                where, first_row + i, f"key {raw!r} is not percent-encoded UTF-8"
+            ) from None
         if not key.startswith(prefix):
             continue
+        problem = key_problem(key)
+        if problem is not None:
+            raise _bad_row(where, first_row + i, f"{problem}: {raw!r}")
         if key > max_key:
             max_key = key
         size = sizes[i]
-        size = int(size) if size is not None and size != "" else None  # type: ignore[call-overload]
+        try:
+            size = int(size) if size is not None and size != "" else None  # type: ignore[call-overload]
+        except ValueError:
+            raise _bad_row(where, first_row + i, f"size {size!r} is not a number") from None
         if not key_filter.accepts(key, size):
             continue
         etag = etags[i]
+        try:
+            modified = _time(times[i])
+        except ValueError:
+            raise _bad_row(
+                where, first_row + i, f"last modified {times[i]!r} is not an ISO 8601 time"
+            ) from None
         taken.append(
             ListedObject(
-                key,
-                size,
-                str(etag).strip('"') or None if etag is not None else None,
-                _time(times[i]),
+                key, size, str(etag).strip('"') or None if etag is not None else None, modified
             )
         )
     return Taken(taken, max_key or None)
+
+
+def _bad_row(where: str, row: int, what: str) -> InventoryError:
+    return InventoryError(
+        f"{where}, row {row}: {what}; the report is damaged (nothing from its batch on is recorded)"
+    )

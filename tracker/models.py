@@ -471,8 +471,9 @@ class InventoryIngest(Base):
     Data files are read in the manifest's order; `file_index` is the file being read and
     `row_offset` the rows of it already recorded, moved in the same transaction as each
     batch of keys, so a killed ingestion continues exactly there. `max_key` is the greatest
-    key of the source seen so far: once `finished_at` is set, the source's listing cursor
-    continues after it. `snapshot_at` is the report's date, shown by `tracker status`.
+    key of the source seen so far, kept for people: the listing cursor never moves to it
+    (a report proves no range covered; see `tracker.inventory`). `snapshot_at` is the
+    report's date, shown by `tracker status`.
     """
 
     __tablename__ = "inventory_ingests"

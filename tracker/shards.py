@@ -8,7 +8,10 @@ key whatever the split points are. The split points only decide how even the sha
 They are found with a few rounds of small LIST calls sent side by side:
 
 - a `Delimiter="/"` LIST gives the common prefixes: a nested layout splits on them, going
-  one level down (in parallel) while there are too few, or where one prefix is alone;
+  one level down (in parallel) while there are too few, or where one prefix is alone; a
+  folder whose LIST holds only keys and is truncated (a flat run longer than a page, e.g.
+  one `images/` folder of 4,000 names) is not cut among the keys of that page, which say
+  nothing of the rest: it is split by characters, as below (`refine`);
 - a flat run (no common prefixes, e.g. `img/000000.png` ... `img/049999.png`) is split by
   characters: the first key's longest prefix that every key shares is found with one
   round of `StartAfter=<prefix><U+10FFFF>` probes along that key (each says whether any key
@@ -16,16 +19,18 @@ They are found with a few rounds of small LIST calls sent side by side:
   probes over the alphabet of the first page, each returning the first key of the next
   child; a third round finds the characters after the first and the last child (the last
   child of sequential names is the one partly filled; the others are taken to be like the
-  first). Each grandchild is a leaf of equal weight.
+  first). Each grandchild is a leaf, weighed by the keys of the first page it holds; those
+  past the page are taken to hold as many as the ones it counted (`run_weights`).
 
 Leaves are then cut into runs of about equal weight. Every probe asks for one key
 (MaxKeys=1); a split costs four rounds of round trips (a few dozen small LISTs sent side by
-side), whatever the bucket's size.
+side), whatever the bucket's size; up to six when folders hold flat runs longer than a page
+(their splits by characters run side by side, at most one per shard).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +46,10 @@ MAX_DEPTH = 3
 
 #: Leaves wanted per shard before the split stops refining.
 LEAVES_PER_SHARD = 4
+
+#: Keys a folder of unknown size is taken to hold: a loose key weighs 1/FOLDER_KEYS of a
+#: folder beside it, and a flat run found to hold N keys N/FOLDER_KEYS folders.
+FOLDER_KEYS = 1000
 
 
 def utf8(key: str) -> bytes:
@@ -82,6 +91,52 @@ def ranges(boundaries: Sequence[str]) -> list[tuple[str | None, str | None]]:
 class _Leaf:
     prefix: str
     weight: float
+
+
+def refine(group: _Leaf, answer: Mapping[str, Any]) -> list[_Leaf] | None:
+    """The leaves one level below a folder `group`, from its `Delimiter="/"` LIST `answer`.
+
+    - `[group]` when the answer holds at most one entry (nothing to split on);
+    - None when it is a flat run longer than its page (keys only, truncated): the page is
+      the run's first 1,000 keys and says nothing of the keys after them, so cutting among
+      them would leave one shard everything past the page. The caller splits such a run by
+      characters (`Splitter._flat`);
+    - else its common prefixes, sharing the group's weight, and its loose keys, each
+      1/FOLDER_KEYS of a prefix. (A truncated answer with prefixes is taken as it shows:
+      what follows its page goes with its last entry.)
+    """
+    subs = [str(p["Prefix"]) for p in answer.get("CommonPrefixes") or []]
+    keys = [str(o["Key"]) for o in answer.get("Contents") or []]
+    if answer.get("IsTruncated") and not subs and keys:
+        return None
+    if len(subs) + len(keys) <= 1:
+        return [group]
+    units = len(subs) + len(keys) / FOLDER_KEYS
+    return [_Leaf(s, group.weight / units) for s in subs] + [
+        _Leaf(k, group.weight / FOLDER_KEYS / units) for k in keys
+    ]
+
+
+def run_weights(prefixes: Sequence[str], page: Sequence[str]) -> list[float]:
+    """Keys each leaf of a flat run holds, estimated from the run's first page.
+
+    `prefixes`: the leaves, sorted (a leaf holds the keys from its prefix to the next
+    one's); `page`: the run's first keys in order, a page that stops before its end. A
+    leaf the page passes is counted exactly; the others are taken to hold as many as the
+    counted ones on average (sequential names fill their leaves alike), or the whole page
+    when it passes none (the first leaf alone holds more than a page).
+    """
+    bounds = [utf8(p) for p in prefixes]
+    counts = [0] * len(prefixes)
+    last = 0
+    for key in page:
+        raw = utf8(key)
+        while last + 1 < len(bounds) and raw >= bounds[last + 1]:
+            last += 1
+        counts[last] += 1
+    counted = counts[:last]  # leaves the page went past: their counts are exact
+    guess = sum(counted) / len(counted) if counted else float(max(1, len(page)))
+    return [float(c) if i < last else guess for i, c in enumerate(counts)]
 
 
 class Splitter:
@@ -136,37 +191,65 @@ class Splitter:
         return _cut(leaves, count)
 
     def _nested(self, prefix: str, delimited: dict[str, Any], count: int) -> list[_Leaf]:
-        """Common prefixes, one level further down while there are too few of them."""
+        """Common prefixes, one level further down while there are too few of them; flat
+        runs longer than a page among them split by characters."""
         level = [str(p["Prefix"]) for p in delimited.get("CommonPrefixes") or []]
         loose = [str(o["Key"]) for o in delimited.get("Contents") or []]
         if not level:
             return []
-        leaves = [_Leaf(p, 1.0) for p in level] + [_Leaf(k, 0.001) for k in loose]
+        leaves = [_Leaf(p, 1.0) for p in level] + [_Leaf(k, 1 / FOLDER_KEYS) for k in loose]
+        #: Folders found to be flat runs longer than a page: {prefix: their first page}.
+        runs: dict[str, list[str]] = {}
         depth = 1
         while len(leaves) < count * LEAVES_PER_SHARD and depth < MAX_DEPTH:
-            groups = [leaf for leaf in leaves if leaf.prefix.endswith("/")]
+            groups = [
+                leaf for leaf in leaves if leaf.prefix.endswith("/") and leaf.prefix not in runs
+            ]
             if not groups:
                 break
             answers = self._parallel([partial(self._delimited, g.prefix) for g in groups])
-            refined: list[_Leaf] = [leaf for leaf in leaves if not leaf.prefix.endswith("/")]
+            asked = {g.prefix for g in groups}
+            refined: list[_Leaf] = [leaf for leaf in leaves if leaf.prefix not in asked]
             grew = False
             for group, answer in zip(groups, answers, strict=True):
-                subs = [str(p["Prefix"]) for p in answer.get("CommonPrefixes") or []]
-                subkeys = [str(o["Key"]) for o in answer.get("Contents") or []]
-                if len(subs) + len(subkeys) <= 1:
+                below = refine(group, answer)
+                if below is None:
+                    runs[group.prefix] = [str(o["Key"]) for o in answer.get("Contents") or []]
                     refined.append(group)
                     continue
-                grew = True
-                units = len(subs) + 0.001 * len(subkeys)
-                refined += [_Leaf(s, group.weight / units) for s in subs]
-                refined += [_Leaf(k, group.weight * 0.001 / units) for k in subkeys]
+                grew = grew or below != [group]
+                refined += below
             leaves = sorted(refined, key=lambda leaf: utf8(leaf.prefix))
             depth += 1
             if not grew:
                 break
-        if len(leaves) == 1 and leaves[0].prefix.endswith("/"):
-            return leaves  # one prefix holds everything: split inside it, flat
-        return leaves
+        return self._split_runs(leaves, runs, count)
+
+    def _split_runs(
+        self, leaves: list[_Leaf], runs: dict[str, list[str]], count: int
+    ) -> list[_Leaf]:
+        """Each run among `leaves` replaced by its leaves by characters (all runs side by
+        side; at most `count` of them, the heaviest: the rest stay whole), which share the
+        run's weight as a folder holding the keys they are estimated to hold."""
+        chosen = sorted(
+            (leaf for leaf in leaves if leaf.prefix in runs), key=lambda leaf: -leaf.weight
+        )[:count]
+        if not chosen:
+            return leaves
+        found = self._parallel(
+            [partial(self._flat, leaf.prefix, runs[leaf.prefix], count) for leaf in chosen]
+        )
+        split = {
+            leaf.prefix: (leaf.weight, below) for leaf, below in zip(chosen, found, strict=True)
+        }
+        result: list[_Leaf] = []
+        for leaf in leaves:
+            if leaf.prefix not in split:
+                result.append(leaf)
+                continue
+            weight, below = split[leaf.prefix]
+            result += [_Leaf(b.prefix, weight * b.weight / FOLDER_KEYS) for b in below]
+        return sorted(result, key=lambda leaf: utf8(leaf.prefix))
 
     def _flat(self, under: str, page: list[str], count: int) -> list[_Leaf]:
         """Leaves of a run without common prefixes, by characters (see the module)."""
@@ -185,23 +268,23 @@ class Splitter:
         first_child = first[len(shared)] if len(first) > len(shared) else ""
         children = self._children([(shared, first_child)], alphabet)[0]
         if not children:
-            return [_Leaf(shared, 1.0)]
+            return [_Leaf(shared, float(max(1, len(page))))]
         if len(children) >= count * LEAVES_PER_SHARD:
-            return [_Leaf(shared + c, 1.0) for c in children]
+            return _weighed([shared + c for c in children], page)
         # Round 3: the characters after the first and the last child (the last one of a run
         # of sequential names is the one partly filled); the others are taken to be like
-        # the first. Each grandchild weighs the same.
+        # the first.
         ends = sorted({children[0], children[-1]}, key=utf8)
         found = self._children([(shared + c, "") for c in ends], alphabet)
         below = dict(zip(ends, found, strict=True))
-        leaves = []
+        prefixes: list[str] = []
         for child in children:
             grand = below.get(child, below[children[0]])
             if len(grand) < 2:
-                leaves.append(_Leaf(shared + child, max(1, len(grand))))
+                prefixes.append(shared + child)
             else:
-                leaves += [_Leaf(shared + child + g, 1.0) for g in grand]
-        return leaves
+                prefixes += [shared + child + g for g in grand]
+        return _weighed(prefixes, page)
 
     def _children(self, groups: list[tuple[str, str]], alphabet: list[str]) -> list[list[str]]:
         """For each (prefix, first child or ""), the sorted characters that follow the
@@ -225,6 +308,12 @@ class Splitter:
                 chars.add(first_child)
             result.append(sorted(chars, key=utf8))
         return result
+
+
+def _weighed(prefixes: list[str], page: list[str]) -> list[_Leaf]:
+    """A flat run's leaves, each weighing the keys it is estimated to hold."""
+    prefixes = sorted(prefixes, key=utf8)
+    return [_Leaf(p, w) for p, w in zip(prefixes, run_weights(prefixes, page), strict=True)]
 
 
 def _cut(leaves: list[_Leaf], count: int) -> list[str]:

@@ -2239,11 +2239,13 @@ class Store:
                 )
             return inserted
 
-    def finish_inventory(self, source: SourceRef, manifest: str, *, generation: int) -> None:
-        """Mark the ingestion done and move the listing cursor to the end of the report:
-        the next sync lists only keys after its greatest key (one LIST when nothing was
-        added). Like a page, it only moves forward, and not after a `reset --listing`
-        since the ingestion started (`generation`). Then statistics are refreshed."""
+    def finish_inventory(self, source: SourceRef, manifest: str) -> None:
+        """Mark the ingestion done; then statistics are refreshed. The listing cursor is
+        left as it was: an inventory adds keys but proves no range of the source covered
+        (its configuration may filter on a narrower prefix, which the manifest does not
+        record), so moving the cursor past keys it cannot prove it held would hide them
+        from every later listing. The next sync, or the recipe, still lists what the
+        report may have missed, once (issue 20, item 1)."""
         now = utcnow()
         with self._write() as conn:
             row = conn.execute(
@@ -2254,15 +2256,6 @@ class Store:
             ).one()
             if row.finished_at is not None:
                 return
-            current = self._cursor(conn, source, lock=True)
-            if current.generation == generation:
-                move = _cursor_move(current, None, row.max_key, True, now, None)
-                if move:
-                    conn.execute(
-                        update(listing_cursors)
-                        .where(listing_cursors.c.source_id == source.id)
-                        .values(updated_at=now, **move)
-                    )
             conn.execute(
                 update(inventory_ingests)
                 .where(

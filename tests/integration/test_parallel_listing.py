@@ -51,6 +51,10 @@ def layout(name: str) -> list[str]:
         return [f"skewed/big/{i:05d}.jpg" for i in range(1_000)] + [
             f"skewed/s{d}/{i}.jpg" for d in range(10) for i in range(5)
         ]
+    if name == "folders":  # one folder's flat run longer than a LIST page, beside a small one
+        return [f"folders/images/{i:06d}.jpg" for i in range(3_000)] + [
+            f"folders/labels/{i}.json" for i in range(10)
+        ]
     if name == "odd":
         return ODD_KEYS
     assert name == "empty"
@@ -80,7 +84,7 @@ def run_parallel(store: Store, bucket: str, prefix: str, client, **options):  # 
     return lister, lister.run()
 
 
-@pytest.mark.parametrize("name", ["flat", "nested", "skewed", "odd", "empty"])
+@pytest.mark.parametrize("name", ["flat", "nested", "skewed", "folders", "odd", "empty"])
 def test_parallel_sync_records_every_key_of_each_layout_exactly_once(
     name, seaweedfs, bucket, db_url
 ):
@@ -103,7 +107,9 @@ def test_parallel_sync_records_every_key_of_each_layout_exactly_once(
     assert shards[0].start_after is None and shards[-1].end_key is None
     for before, after in pairwise(shards):
         assert after.start_after == before.end_key
-    if name in {"flat", "nested"}:
+    if name in {"flat", "nested", "folders"}:
+        # "folders" was seen to fail on the old split: [501, 2500, 5, 4] (cut among the
+        # first page of images/ only).
         assert len(shards) == 4, "a flat run must split as well as a nested one"
         assert max(s.keys_listed for s in shards) <= 2 * len(keys) / 4, [
             s.keys_listed for s in shards
@@ -301,3 +307,28 @@ def test_fast_timestamps_read_s3s_iso_dates_as_botocore_does_and_fall_back_other
     ):
         assert parse(value) == parse_timestamp(value)
         assert parse(value).tzinfo is not None
+
+
+def test_one_folder_holding_a_flat_run_longer_than_a_page_is_split_evenly(
+    seaweedfs, bucket, db_url, capsys
+):
+    """Proves issue 20's parallel-listing case: `tracker sync s3://BUCKET --parallel 4` of a
+    bucket whose 4,000 keys sit in one folder (`images/000000.jpg` ...) lists each key once,
+    in four shards none over twice its share; every key of the bucket, listed by boto3 at
+    the end, is in the state DB. Seen to fail on the old split: shards [251, 250, 250,
+    3249], split points only among the first 1,000 keys (the folder's truncated LIST)."""
+    from tests.cli_support import run_cli
+
+    client = seaweedfs.client()
+    keys = [f"images/{i:06d}.jpg" for i in range(4_000)]
+    put_objects(seaweedfs.endpoint_url, bucket, keys)
+    done = run_cli(capsys, "--db", db_url, "sync", f"s3://{bucket}", "--parallel", "4",
+                   "--endpoint-url", seaweedfs.endpoint_url, "--all-objects")  # fmt: skip
+    assert done.code == 0, done.err
+    with Store.open(db_url) as store:
+        shards = store.shards(store.source(bucket, ""))
+    sizes = [s.keys_listed for s in shards]
+    assert len(shards) == 4 and max(sizes) <= 2 * len(keys) / 4, sizes
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    on_s3 = [o["Key"] for page in pages for o in page.get("Contents") or []]
+    assert Counter(stored_keys(db_url)) == Counter(on_s3) == Counter(keys)

@@ -50,6 +50,11 @@ def test_a_manifest_gives_its_files_columns_and_date():
         (manifest(fileSchema=""), "needs its fileSchema"),
         (manifest(fileSchema="Bucket, Size"), "has no key column"),
         (manifest(files=[{"size": 1}]), "'files' is not a list"),
+        # Without an MD5 a file's rows could not be checked: refused (mutation seen: the
+        # old `f.get("MD5checksum") or None` read them unchecked).
+        (manifest(files=[{"key": "d/1.csv.gz", "size": 1}]), "'d/1.csv.gz' has no MD5checksum"),
+        (manifest(files=[{"key": "d/1", "MD5checksum": " "}]), "'d/1' has no MD5checksum"),
+        (manifest(files=[{"key": "d/1", "MD5checksum": 7}]), "'d/1' has no MD5checksum"),
     ],
 )
 def test_a_bad_manifest_is_one_line(raw, message):
@@ -125,3 +130,49 @@ def test_the_greatest_key_is_in_s3s_utf8_order():
     columns = {"bucket": ["b"] * 3, "key": keys}
     taken = take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=False)
     assert taken.max_key == max(keys, key=lambda k: k.encode("utf-8")) == "p/😀.jpg"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "encoded", "message"),
+    [
+        ("key", "p/%FF.jpg", True, "row 12: key 'p/%FF.jpg' is not percent-encoded UTF-8"),
+        ("key", "p/%ED%A0%80.jpg", True, "row 12: key 'p/%ED%A0%80.jpg' is not percent-encoded"),
+        ("key", "p/a%00b.jpg", True, "row 12: key contains a NUL character: 'p/a%00b.jpg'"),
+        ("key", "p/" + "x" * 1100, False, "row 12: key is 1102 bytes of UTF-8, over S3's 1024"),
+        ("size", "ten", True, "row 12: size 'ten' is not a number"),
+        ("lastmodifieddate", "yesterday", True, "row 12: last modified 'yesterday' is not"),
+    ],
+)
+def test_a_damaged_row_is_one_line_naming_the_file_and_row(column, value, encoded, message):
+    """A row no listing could give fails the batch in one line (`InventoryError`, exit 2)
+    naming the data file and the row in it. Seen to fail on the old code: UnicodeDecodeError
+    and ValueError escaped as they were, naming neither."""
+    columns: dict[str, list[object]] = {
+        "bucket": ["b", "b"],
+        "key": ["p/ok.jpg", "p/bad.jpg"],
+        "size": ["3", "3"],
+        "lastmodifieddate": ["2026-01-01T00:00:00.000Z"] * 2,
+    }
+    columns[column][1] = value
+    with pytest.raises(InventoryError) as error:
+        take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=encoded,
+                  where="s3://inv/d/1.csv.gz", first_row=11)  # fmt: skip
+    text = str(error.value)
+    assert text.startswith("s3://inv/d/1.csv.gz, row 12: ") and message in text
+    assert "\n" not in text
+
+
+def test_rows_of_another_bucket_or_prefix_are_left_out_before_they_are_checked():
+    """A report read into one prefix fails only on a damaged row it would take: rows of
+    other buckets are not read, nor the size or key rules of other prefixes. A key that
+    cannot be decoded fails wherever it is: its prefix cannot be known."""
+    columns = {
+        "bucket": ["other", "b", "b"],
+        "key": ["p/%FF.jpg", "q/a%00b.jpg", "q/ok.jpg"],
+        "size": ["x", "3", "y"],
+    }
+    taken = take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=True)
+    assert taken.objects == [] and taken.max_key is None
+    columns = {"bucket": ["b"], "key": ["q/%FF.jpg"]}
+    with pytest.raises(InventoryError, match=r"row 1: key 'q/%FF\.jpg' is not percent-encoded"):
+        take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=True)

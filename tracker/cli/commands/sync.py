@@ -148,8 +148,9 @@ def resume_command(ctx: click.Context, uri: str, options: dict[str, Any]) -> str
     metavar="s3://BUCKET/PATH",
     help="Read the keys from an S3 Inventory report instead of listing: its manifest.json, "
     "or the folder holding its dated report folders (the newest is read). Needs "
-    "pip install 's3-annotation-tracker[inventory]'. Resumable; the next sync lists only "
-    "keys after the report's last one.",
+    "pip install 's3-annotation-tracker[inventory]'. Resumable. It adds keys and leaves "
+    "the listing cursor as it was (a report may not cover the whole source): the next sync "
+    "still lists what the report may have missed, once.",
 )
 @click.pass_context
 def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
@@ -269,8 +270,22 @@ def _sync_inventory(
         raise Interrupted(f"interrupted after {line}, all committed; resume with: {again}")
     stdout.print(
         f"{ingestion.uri}: inventory of {manifest.snapshot} read: {line}; "
-        "the next sync lists only keys after its last one"
+        f"{_listing_after_inventory(app, bucket, prefix)}"
     )
+
+
+def _listing_after_inventory(app: AppContext, bucket: str, prefix: str) -> str:
+    """What the next sync lists: an inventory leaves the cursor where it was, since no
+    report proves which range of the source it covers (see `tracker.inventory`)."""
+    cursor = app.store.cursor(app.store.source(bucket, prefix))
+    if cursor.exhausted:
+        return "the listing was complete and stays so: the next sync lists only keys after its last"
+    if cursor.last_key is None:
+        return (
+            "the listing cursor is unchanged: the next sync lists the source once, "
+            "for keys the report may not hold"
+        )
+    return "the listing cursor is unchanged: the next sync continues the listing where it stopped"
 
 
 def _inventory_line(result: IngestResult, elapsed: float) -> str:
