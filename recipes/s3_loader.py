@@ -3,7 +3,7 @@
     prodigy stream_from_s3 DATASET BUCKET [PREFIX] --label CAT,DOG -F recipes/s3_loader.py
 
 Thin glue: `prodigy.recipe` is the only Prodigy name used here; the recipe itself is
-`tracker.recipe.stream_from_s3` (options and behaviour documented there and in README.md).
+`tracker.recipe.stream_from_s3` (options and behaviour documented there and in docs/recipe.md).
 Registered twice: `stream_from_s3` (the seed's command line) and `stream-from-s3` (the name
 the seed's code registered).
 """

@@ -1,7 +1,7 @@
 """Errors the user can act on, each with its documented exit code.
 
 Anything raised as a `TrackerError` is shown as one line on stderr (no traceback) and ends
-the command with `exit_code`. Exit codes are part of the CLI's contract: README's "Exit
+the command with `exit_code`. Exit codes are part of the CLI's contract: docs/cli.md's "Exit
 codes" and `tracker --help` list every code defined here (a test compares them).
 """
 
@@ -72,6 +72,6 @@ class TargetNotEmpty(TrackerError):
 
 
 class CountsDiffer(TrackerError):
-    """`tracker db check` found counters that differ from the recount (see README)."""
+    """`tracker db check` found counters that differ from the recount (see docs/cli.md)."""
 
     exit_code = 7

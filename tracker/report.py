@@ -1,7 +1,7 @@
 """`tracker status`'s numbers, gathered once: a plain dict, shown by the CLI as JSON, a rich
 table or plain text (`tracker.cli.tables`), and read by the demo.
 
-The JSON shape is part of the CLI's contract (documented in the README, checked by
+The JSON shape is part of the CLI's contract (documented in docs/cli.md, checked by
 `tests/integration/test_cli_status.py`); new fields may be added, existing ones keep their meaning.
 """
 

@@ -318,9 +318,9 @@ def test_watch_help_prints_the_setup_commands(sqlite_url):
         assert line in output
 
 
-def test_the_readme_prints_the_same_setup_commands():
+def test_the_docs_print_the_same_setup_commands():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "keeping-up.md").read_text()
     for line in setup_commands().splitlines():
-        assert line in readme
+        assert line in page

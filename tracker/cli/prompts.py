@@ -24,7 +24,7 @@ def confirm_or_refuse(question: str, *, yes: bool) -> None:
     """Go on with `--yes`; ask on a terminal; refuse (exit 2) when nobody can answer.
 
     Anything but y/yes declines, and so does Ctrl-D (end of input): "nothing changed", exit
-    1, as the README's exit codes say for a declined confirmation. Only Ctrl-C is an
+    1, as the documented exit codes say for a declined confirmation. Only Ctrl-C is an
     interruption (130). (`click.confirm` turns both into one `Abort`, so it is not used.)
     """
     if yes:

@@ -222,7 +222,9 @@ def _print_copy_report(report: CopyReport) -> None:
     help="Rewrite every counter from the recount (one transaction), and ANALYZE the "
     "tables with stale statistics (PostgreSQL). VACUUM is never run: its command is printed.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (its fields: docs/cli.md)."
+)
 @click.pass_obj
 def check(app: AppContext, repair: bool, as_json: bool) -> None:
     """Recount every source and dataset and compare with the counters behind `status`;

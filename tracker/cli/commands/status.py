@@ -19,7 +19,9 @@ from tracker.report import status_report
 @cli.command()
 @source_argument
 @dataset_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (its fields: docs/cli.md)."
+)
 @click.option(
     "--watch",
     type=click.FloatRange(min=0.1),
