@@ -213,3 +213,25 @@ def test_a_docs_example_runs_as_written(command, sandbox, tmp_path, request):
     assert result.returncode == 0, shown
     assert "Traceback" not in result.stderr, shown
     assert not re.search(r"^error:", result.stderr, re.M), shown
+
+
+def test_no_internal_issue_number_is_shown_to_a_user():
+    """The README, the docs and every command's --help speak to users: no "(issue 12)".
+    Seen failing on the performance page as moved from the README."""
+    from click.testing import CliRunner
+
+    from tracker.cli import cli
+
+    def helps(group, path):
+        yield path, CliRunner().invoke(cli, [*path, "--help"]).output
+        for name, command in getattr(group, "commands", {}).items():
+            yield from helps(command, [*path, name])
+
+    texts = [(str(page.relative_to(ROOT)), page.read_text()) for page in PAGES]
+    texts += [(f"tracker {' '.join(path)} --help", text) for path, text in helps(cli, [])]
+    found = [
+        (where, match.group())
+        for where, text in texts
+        for match in re.finditer(r"\bissues? #?\d+", text, re.I)
+    ]
+    assert found == []
