@@ -81,7 +81,7 @@ from tracker.errors import (
     StateDBError,
     UsageError,
 )
-from tracker.events import Change, ObjectEvent, in_order, is_newer
+from tracker.events import Change, Current, ObjectEvent, Stored, Verdict, in_order, verdict
 from tracker.models import (
     TRACKED_TABLES,
     UNRANKED,
@@ -1846,15 +1846,21 @@ class Store:
         source: SourceRef,
         events: Sequence[ObjectEvent],
         accepts: Callable[[str, int | None], bool],
+        ask: Callable[[str], Current | None] | None = None,
     ) -> int:
         """Apply S3 events for this source's keys in one transaction; returns how many
         changed the state. A creation records the key (pending) or its new size and ETag,
-        live again; a removal marks it deleted. An event older than the last one applied
-        to its key (`tracker.events.is_newer`) is skipped, so a redelivered or reordered
-        message changes nothing twice. `accepts(key, size)`: the listing filter; a key it
+        live again; a removal marks it deleted when it proves the key gone. An event older
+        than the last one applied to its key is skipped, so a redelivered or reordered
+        message changes nothing twice (`tracker.events.verdict` decides). When the event
+        leaves open what is current (a version removed, an undelete, a removal of a key
+        recorded by a listing), `ask(key)` says what S3 holds now (None: no live object),
+        and that is recorded; without `ask`, such an event is skipped: a key is never
+        marked deleted on a guess. `accepts(key, size)`: the listing filter; a key it
         refuses is not added (a known one is still updated)."""
         now = utcnow()
         applied = 0
+        answers: dict[str, Current | None] = {}  # one question per key and transaction
         with self._write() as conn:
             pass_seq = self._cursor(conn, source, lock=True).pass_seq
             for event in in_order(events):
@@ -1868,23 +1874,40 @@ class Store:
                 row = conn.execute(query.with_for_update() if self._pg else query).first()
                 if row is None and not accepts(event.key, event.size):
                     continue
-                if (
-                    event.one_version
-                    and row is not None
-                    and row.version_id is not None
-                    and row.version_id != event.version_id
-                ):
-                    continue  # an older version went; the current one is still there
-                if row is not None and not is_newer(
-                    event, row.event_sequencer, row.event_at, row.deleted_at is not None
-                ):
+                stored = (
+                    None
+                    if row is None
+                    else Stored(
+                        row.event_sequencer,
+                        row.event_at,
+                        row.deleted_at is not None,
+                        row.version_id,
+                    )
+                )
+                decided = verdict(event, stored)
+                if decided is Verdict.SKIP or (decided is Verdict.ASK and ask is None):
                     continue
                 facts: dict[str, Any] = {
                     "event_sequencer": event.sequencer,
                     "event_at": event.time,
                     "seen_pass": pass_seq,
                 }
-                if event.change is Change.CREATED:
+                if decided is Verdict.ASK:
+                    assert ask is not None
+                    if event.key not in answers:
+                        answers[event.key] = ask(event.key)
+                    current = answers[event.key]
+                    if current is not None:
+                        facts.update(
+                            size=current.size,
+                            etag=current.etag,
+                            version_id=current.version_id,
+                            last_modified=current.last_modified,
+                            deleted_at=None,
+                        )
+                    elif row is None or row.deleted_at is None:
+                        facts["deleted_at"] = now
+                elif event.change is Change.CREATED:
                     facts.update(
                         size=event.size,
                         etag=event.etag,
@@ -1892,8 +1915,11 @@ class Store:
                         last_modified=event.time,
                         deleted_at=None,
                     )
-                elif row is None or row.deleted_at is None:
-                    facts["deleted_at"] = now
+                else:
+                    # The version id of a delete marker: its removal (an undelete) names it.
+                    facts["version_id"] = event.version_id
+                    if row is None or row.deleted_at is None:
+                        facts["deleted_at"] = now
                 inserted = 0
                 if row is None:  # a listing may insert it meanwhile: then it is updated
                     self._inserting_objects(conn, source)
