@@ -182,7 +182,6 @@ class Stored:
     sequencer: str | None
     at: datetime | None
     deleted: bool
-    version_id: str | None
 
 
 @dataclass(frozen=True)
@@ -203,10 +202,11 @@ def verdict(event: ObjectEvent, stored: Stored | None) -> Verdict:
     delete marker) whose sequencer is greater than the one recorded, or a key not known
     yet. Everything else asks S3 (one HEAD) first:
 
-    - the removal of one version (versioned bucket): the previous version becomes current,
-      or the removed one was a delete marker (an undelete), or it was the last one; the
-      event does not say which. Only when the key is live at a recorded version other than
-      the removed one is it skipped: the current version is still there.
+    - the removal of one version (versioned bucket): an old one (nothing changes), the
+      current one (the previous version becomes current, or a delete marker, or none is
+      left), or a delete marker (an undelete); the event does not say which. Not even a
+      recorded current version tells: with events reordered, a later put of the removed
+      version may not be applied yet.
     - a removal the state cannot be ordered against: the key was recorded by a listing
       (no sequencer), or one side has no sequencer and the times tie or cannot tell.
     """
@@ -222,12 +222,6 @@ def verdict(event: ObjectEvent, stored: Stored | None) -> Verdict:
         newer = is_newer(event, stored.sequencer, stored.at, stored.deleted)
         return Verdict.APPLY if newer else Verdict.SKIP
     if event.one_version:
-        if (
-            not stored.deleted
-            and stored.version_id is not None
-            and event.version_id != stored.version_id
-        ):
-            return Verdict.SKIP  # an older version went; the current one is still there
         if not ordered and stored.at is not None and event.time < stored.at:
             return Verdict.SKIP
         return Verdict.ASK

@@ -1869,7 +1869,6 @@ class Store:
                     objects.c.event_sequencer,
                     objects.c.event_at,
                     objects.c.deleted_at,
-                    objects.c.version_id,
                 ).where(objects.c.source_id == source.id, objects.c.key == event.key)
                 row = conn.execute(query.with_for_update() if self._pg else query).first()
                 if row is None and not accepts(event.key, event.size):
@@ -1877,12 +1876,7 @@ class Store:
                 stored = (
                     None
                     if row is None
-                    else Stored(
-                        row.event_sequencer,
-                        row.event_at,
-                        row.deleted_at is not None,
-                        row.version_id,
-                    )
+                    else Stored(row.event_sequencer, row.event_at, row.deleted_at is not None)
                 )
                 decided = verdict(event, stored)
                 if decided is Verdict.SKIP or (decided is Verdict.ASK and ask is None):
@@ -1915,11 +1909,8 @@ class Store:
                         last_modified=event.time,
                         deleted_at=None,
                     )
-                else:
-                    # The version id of a delete marker: its removal (an undelete) names it.
-                    facts["version_id"] = event.version_id
-                    if row is None or row.deleted_at is None:
-                        facts["deleted_at"] = now
+                elif row is None or row.deleted_at is None:
+                    facts["deleted_at"] = now
                 inserted = 0
                 if row is None:  # a listing may insert it meanwhile: then it is updated
                     self._inserting_objects(conn, source)
