@@ -51,7 +51,8 @@ SEQUENCER_WIDTH = 64
 LEGACY_ZEROS = 32
 
 #: Limits of what the state DB stores: a BIGINT size, keys and version ids of
-#: `MAX_KEY_LENGTH` characters (S3's own limit is 1,024 bytes of UTF-8), event times that
+#: `MAX_KEY_LENGTH` characters (`tracker.models.MAX_KEY_LENGTH`; plain modules import no
+#: models) (S3's own limit is 1,024 bytes of UTF-8), event times that
 #: convert to UTC inside datetime's range.
 MAX_SIZE = 2**63 - 1
 MAX_KEY_LENGTH = 1024
@@ -80,8 +81,9 @@ class ObjectEvent:
     #: Right-padded (`SEQUENCER_WIDTH`), upper-case hex; None when S3 sent none.
     sequencer: str | None = None
     #: A removal of one version (versioned buckets: `ObjectRemoved:Delete` naming a
-    #: version, EventBridge's "Permanently Deleted"), not a delete marker: when it is not
-    #: the version recorded as current, the object itself is still there.
+    #: version, EventBridge's "Permanently Deleted"), not a delete marker: the key may
+    #: still be there (an old version, or the previous one now current) or be back (a
+    #: delete marker removed); `verdict` asks S3.
     one_version: bool = False
 
 
@@ -169,7 +171,7 @@ class Verdict(enum.Enum):
 
     #: The event proves the key's new state: apply it as it stands.
     APPLY = "apply"
-    #: Older than the state, or it changes nothing (an old version went): skip it.
+    #: Older than the state, or it changes nothing: skip it.
     SKIP = "skip"
     #: Only S3 can tell what is current now: ask it (`Current`), then record that.
     ASK = "ask"

@@ -1860,7 +1860,13 @@ class Store:
         refuses is not added (a known one is still updated)."""
         now = utcnow()
         applied = 0
-        answers: dict[str, Current | None] = {}  # one question per key and transaction
+        # One question per key, asked before the write transaction where the state read
+        # now says so: S3's answer (milliseconds, or a timeout) holds no lock. A key whose
+        # state changes meanwhile is asked inside it.
+        answers: dict[str, Current | None] = {}
+        if ask is not None:
+            for key in self._keys_to_ask(source, events):
+                answers[key] = ask(key)
         with self._write() as conn:
             pass_seq = self._cursor(conn, source, lock=True).pass_seq
             for event in in_order(events):
@@ -1936,6 +1942,25 @@ class Store:
                 .values(last_event_at=now)
             )
         return applied
+
+    def _keys_to_ask(self, source: SourceRef, events: Sequence[ObjectEvent]) -> list[str]:
+        """Keys of `events` one of which needs S3 asked (`Verdict.ASK`) against the state
+        recorded now."""
+        keys = sorted({e.key for e in events})
+        stored: dict[str, Stored] = {}
+        with self._read() as conn:
+            for chunk in batched(keys, _CHUNK):
+                rows = conn.execute(
+                    select(
+                        objects.c.key,
+                        objects.c.event_sequencer,
+                        objects.c.event_at,
+                        objects.c.deleted_at,
+                    ).where(objects.c.source_id == source.id, objects.c.key.in_(chunk))
+                )
+                for r in rows:
+                    stored[r.key] = Stored(r.event_sequencer, r.event_at, r.deleted_at is not None)
+        return sorted({e.key for e in events if verdict(e, stored.get(e.key)) is Verdict.ASK})
 
     def bucket_changes(self, dataset: DatasetRef) -> BucketChanges:
         """Deleted keys of the dataset's source, and of them those it annotated; annotated

@@ -317,3 +317,36 @@ def test_an_event_that_cannot_tell_what_is_current_asks_and_records_the_answer(s
                        normalize_sequencer("03"), one_version=True)  # fmt: skip
     assert store.apply_events(source, [last], every, lambda key: None) == 1
     assert store.deleted_count(source) == 1
+
+
+def test_s3_is_asked_before_the_write_transaction_a_writer_beside_it_does_not_wait(store, db_url):
+    """A slow S3 holds no lock: another process's listing page commits while the HEAD is
+    in flight. Seen to fail (the writer still waiting after 10 s) with the question asked
+    inside the transaction."""
+    import threading
+    from datetime import UTC, datetime
+
+    from tracker.events import Change, Current, ObjectEvent, normalize_sequencer
+
+    source = store.source("bkt", create=True)
+    store.record_page(source, listed(["a.jpg"]), next_token=None, last_key="a.jpg",
+                      exhausted=False)  # fmt: skip
+    at = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    gone = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at, None, None, "v1",
+                       normalize_sequencer("02"), one_version=True)  # fmt: skip
+
+    def ask(key: str) -> Current | None:
+        def write() -> None:
+            with Store.open(db_url) as other:
+                theirs = other.source("bkt")
+                other.record_page(theirs, listed(["b.jpg"]), next_token=None, last_key="b.jpg",
+                                  exhausted=False)  # fmt: skip
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive(), "a writer waited on the question to S3"
+        return Current(7, "e7", "v2", at)
+
+    assert store.apply_events(source, [gone], lambda key, size: True, ask) == 1
+    assert store.deleted_count(source) == 0
