@@ -1897,6 +1897,8 @@ class Store:
                     if event.key not in answers:
                         answers[event.key] = ask(event.key)
                     current = answers[event.key]
+                    if row is None and current is not None and not accepts(event.key, current.size):
+                        continue  # e.g. a zero-byte object, which no listing takes either
                     if current is not None:
                         facts.update(
                             size=current.size,
