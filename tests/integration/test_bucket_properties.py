@@ -62,7 +62,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "bucket-ci",
-    max_examples=40,
+    max_examples=32,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
