@@ -223,7 +223,9 @@ def test_a_key_is_decoded_as_a_form_value() -> None:
         decode_key("%C3")
 
 
-def _event(change: Change, at: datetime, sequencer: str | None = None, key: str = "k") -> ObjectEvent:
+def _event(
+    change: Change, at: datetime, sequencer: str | None = None, key: str = "k"
+) -> ObjectEvent:
     return ObjectEvent("b", key, change, at, sequencer=sequencer)
 
 

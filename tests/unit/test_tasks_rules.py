@@ -162,7 +162,10 @@ def test_without_a_meta_key_the_key_comes_from_the_image() -> None:
         ({}, "no meta.key and no image to take the key from"),
         ({"image": ""}, "no meta.key and no image to take the key from"),
         ({"image": 3}, "no meta.key and no image to take the key from"),
-        ({"image": "data:image/png;base64,AA=="}, "no meta.key, and image is a data URI, not a key"),
+        (
+            {"image": "data:image/png;base64,AA=="},
+            "no meta.key, and image is a data URI, not a key",
+        ),
         ({"image": "http://h/k"}, "no meta.key, and image is a URL, not a key"),
         ({"image": "https://h/k"}, "no meta.key, and image is a URL, not a key"),
         ({"image": "s3://other/k"}, "image names bucket 'other', not 'b'"),
