@@ -12,6 +12,7 @@ Counts every mutant, the ones no test reaches too; exits 1 below the goal (90% k
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pure_modules import ROOT, pure_paths  # noqa: E402
+from pure_modules import ROOT, pure_paths
 
 GOAL = 90.0
 WORK = ROOT / ".mutmut"
@@ -34,6 +35,7 @@ def _config(paths: list[str]) -> str:
 source_paths = ["tracker"]
 only_mutate = [{listed}]
 pytest_add_cli_args_test_selection = ["tests/unit"]
+also_copy = ["scripts"]  # tests/unit/test_doc_citations.py tests a script
 # no slowest-tests report, no cache, no per-test timeout thread: one quiet run per mutant
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-o", "addopts=", "-p", "no:timeout"]
 use_git_change_detection = false
@@ -52,6 +54,7 @@ def _prepare(paths: list[str]) -> None:
     for helper in ROOT.glob("tests/*.py"):
         shutil.copy2(helper, WORK / "tests" / helper.name)
     shutil.copytree(ROOT / "tests" / "unit", WORK / "tests" / "unit", ignore=ignore)
+    shutil.copytree(ROOT / "scripts", WORK / "scripts", ignore=ignore)
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     (WORK / "pyproject.toml").write_text(pyproject + _config(paths), encoding="utf-8")
 
@@ -74,11 +77,15 @@ def main(argv: list[str]) -> int:
     )
     stats = json.loads((WORK / "mutants" / "mutmut-cicd-stats.json").read_text())
     elapsed = time.monotonic() - started
+    # CPU time says what a quiet 2-core machine would take, whatever else shares this one
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime
     total = stats["total"]
     killed = stats["killed"] + stats["timeout"]
     percent = 100.0 * killed / total if total else 100.0
     print(
-        f"mutants: {killed}/{total} killed ({percent:.1f}%) in {elapsed:.0f} s; "
+        f"mutants: {killed}/{total} killed ({percent:.1f}%) in {elapsed:.0f} s "
+        f"({cpu:.0f} s of CPU); "
         f"survived {stats['survived']}, no test {stats['no_tests']}, "
         f"suspicious {stats['suspicious']}, skipped {stats['skipped']}"
     )
