@@ -59,9 +59,28 @@ def _prepare(paths: list[str]) -> None:
     (WORK / "pyproject.toml").write_text(pyproject + _config(paths), encoding="utf-8")
 
 
+def _pragma_budget(paths: list[str]) -> str | None:
+    """Why the `# pragma: no mutate` lines are too many (one per 100 lines), or None."""
+    lines = pragmas = 0
+    for path in paths:
+        text = (ROOT / path).read_text(encoding="utf-8").splitlines()
+        lines += len(text)
+        pragmas += sum("pragma: no mutate" in line for line in text)
+    if pragmas > lines // 100:
+        return (
+            f"{pragmas} '# pragma: no mutate' lines in {lines} lines of pure code: "
+            f"at most {lines // 100}"
+        )
+    return None
+
+
 def main(argv: list[str]) -> int:
     paths = pure_paths()
     print(f"mutating {len(paths)} pure modules: {' '.join(Path(p).stem for p in paths)}")
+    too_many = _pragma_budget(paths)
+    if too_many:
+        print(too_many, file=sys.stderr)
+        return 1
     _prepare(paths)
     mutmut = Path(sys.executable).parent / "mutmut"
     started = time.monotonic()
