@@ -25,8 +25,8 @@ def parse_priorities(text: str, path: str) -> dict[str, float]:
     that is not a finite number, a key given twice) raises `UsageError` naming its line.
     """
     text = text.removeprefix("\ufeff")
-    first = next((line for line in text.split("\n") if line.strip()), "")
-    rows = _jsonl(text, path) if first.lstrip().startswith("{") else _csv(text, path)
+    # the first non-blank line starts with `{`: the first character that is not white space
+    rows = _jsonl(text, path) if text.lstrip().startswith("{") else _csv(text, path)
     found: dict[str, float] = {}
     lines: dict[str, int] = {}
     for number, key, priority in rows:
@@ -69,7 +69,8 @@ def _csv(text: str, path: str) -> list[tuple[int, Any, Any]]:
     try:
         return [(reader.line_num, row.get("key"), row.get("priority")) for row in reader]
     except csv.Error as error:
-        raise UsageError(f"{path} line {reader.line_num}: {error}") from None
+        # line_num counts the lines read whole; the error is in the next one
+        raise UsageError(f"{path} line {reader.line_num + 1}: {error}") from None
 
 
 def _number(value: Any, where: str) -> float:

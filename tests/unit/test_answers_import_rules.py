@@ -218,3 +218,41 @@ def test_rows_left_out_still_move_the_greatest_key_only_when_current_and_under_t
         encoded=True,
     )  # fmt: skip
     assert none.objects == [] and none.max_key is None
+
+
+def test_an_answer_naming_the_sources_bucket_is_taken() -> None:
+    line = json.dumps({"meta": {"key": "img/a.jpg", "bucket": "my-bucket"}, "answer": "accept"})
+    assert parse_db_out([line], SOURCE, name="f").answers[0].key == "img/a.jpg"
+
+
+def test_report_folders_sort_by_their_date_not_their_path() -> None:
+    folders = ["z/x/2026-11-19T00-00Z/", "a/b/2026-11-20T00-00Z/", "2026-11-18T00-00Z", "my d/x/"]
+    assert newest_snapshot(folders) == [
+        "a/b/2026-11-20T00-00Z/",
+        "z/x/2026-11-19T00-00Z/",
+        "2026-11-18T00-00Z",
+    ]
+    assert newest_snapshot(["my dir/2026-11-18T00-00Z/", "a/2026-11-19T00-00Z/"]) == [
+        "a/2026-11-19T00-00Z/",
+        "my dir/2026-11-18T00-00Z/",
+    ]
+
+
+def test_a_csv_key_that_is_not_utf8_once_decoded_is_refused() -> None:
+    from tracker.manifest import decode_key
+
+    with pytest.raises(UnicodeDecodeError):
+        decode_key("a%ff")
+
+
+def test_keys_are_decoded_only_when_encoded_and_etags_lose_only_their_quotes() -> None:
+    columns: dict[str, list[object]] = {
+        "bucket": ["b", "b"],
+        "key": ["p/%41.jpg", "p/b.jpg"],
+        "etag": ['"XeX"', None],
+    }
+    taken = take_rows(columns, bucket="b", prefix="p/", key_filter=KeyFilter(), encoded=False)
+    assert taken.objects == [
+        ListedObject("p/%41.jpg", None, "XeX", None),
+        ListedObject("p/b.jpg", None, None, None),
+    ]

@@ -259,3 +259,32 @@ def test_events_are_ordered_per_key_keys_in_first_seen_order() -> None:
     b_early = _event(Change.REMOVED, T0, None, "b")
     assert in_order([b_late, a2, b_early, a1]) == [b_early, b_late, a1, a2]
     assert in_order(iter([a2, a1])) == [a1, a2]
+
+
+def test_a_message_field_without_the_sns_type_is_not_opened() -> None:
+    body = json.dumps({"Message": 3, "Records": [_record()]})
+    assert parse_message(body).events[0].key == "a.jpg"
+
+
+def test_events_without_a_sequencer_come_before_those_with_one() -> None:
+    with_one = _event(Change.CREATED, T0, "01")
+    without = _event(Change.REMOVED, T0 + timedelta(1))
+    assert in_order([with_one, without]) == [without, with_one]
+
+
+def test_long_times_and_sizes_are_cut_to_forty_characters_in_the_reason() -> None:
+    late = "2026-01-02T03:04:05Z, then words to pass forty characters"
+    assert _malformed(_with(_record(), eventTime=late)) == (
+        f"event time {late[:40]!r} is not ISO 8601"
+    )
+    naive = "2026-01-02T03:04:05." + "1" * 36  # any number of digits parses
+    assert _malformed(_with(_record(), eventTime=naive)) == (
+        f"event time {naive[:40]!r} has no time zone"
+    )
+    size = "9" * 30 + "x" * 30
+    assert _malformed(_body(_record(size=size))) == f"object size {size[:40]!r} is not a number"
+
+
+def test_an_etag_loses_only_its_quotes() -> None:
+    (event,) = parse_message(_body(_record(eTag='"XeX"'))).events
+    assert event.etag == "XeX"

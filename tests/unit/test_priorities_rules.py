@@ -77,3 +77,15 @@ def test_the_first_bad_line_is_named_with_why(text: str, message: str) -> None:
 
 def test_json_lines_with_only_blank_lines_after_the_first_hold_what_they_hold() -> None:
     assert parse_priorities('{"key": "a", "priority": "0.25"}\n\n\n', "p") == {"a": 0.25}
+
+
+def test_a_csv_field_over_the_limit_names_the_line_it_is_on() -> None:
+    """Seen to fail on the old message, which named the line before it."""
+    long = "a" * 140_000
+    assert _refusal(f"key,priority\na,1\n{long},1\n") == (
+        "p.csv line 3: field larger than field limit (131072)"
+    )
+
+
+def test_a_quoted_csv_key_keeps_its_windows_line_break() -> None:
+    assert parse_priorities('key,priority\r\n"a\r\nb",1\r\n', "p.csv") == {"a\r\nb": 1.0}

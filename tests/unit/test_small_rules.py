@@ -398,3 +398,47 @@ def test_listing_order_has_no_ranks() -> None:
 def test_a_key_outside_the_prefix_takes_its_own_first_segment() -> None:
     assert first_segment("other/x/y", "images/") == "other"
     assert first_segment("images", "images/") == ""
+
+
+# --- the mutants the tests above left alive (scripts/mutants) ----------------------------
+
+
+def test_the_scheme_ends_at_the_first_separator_and_a_prefix_keeps_its_xs() -> None:
+    assert parse_s3_uri("s3://b12/a://b") == ("b12", "a://b")
+    assert normalize_prefix("Xa") == "Xa/"
+
+
+def test_a_lone_surrogate_compares_on_either_side() -> None:
+    assert utf8_after("\U0010ffff", "\udc80") is True
+    assert utf8_after("a", "\udc80") is False
+
+
+def test_an_extension_of_xs_is_an_extension() -> None:
+    assert parse_extensions(["X"]) == ["X"]
+    assert KeyFilter.build([".Xyz"]).extensions == frozenset({"xyz"})
+
+
+def test_the_extension_is_after_the_last_dot_of_the_last_segment() -> None:
+    assert KeyFilter.build(["jpg"]).accepts("a.b.jpg", 1)
+    assert not KeyFilter.build(["d/jpg"]).accepts("x.d/jpg", 1)
+    assert KeyFilter.build().accepts("a/b.d/c", 1)
+
+
+def test_a_resume_exactly_at_the_fill_loop_gap_is_not_the_fill_loop() -> None:
+    assert mid_batch(0.0, 0.002, 0.001, batch_gap=1.0) is False
+
+
+def test_printable_text_beside_a_control_is_kept_literally() -> None:
+    assert printable("é \x1b") == "é \\x1b"
+
+
+def test_a_duration_unit_is_read_in_either_case() -> None:
+    assert parse_duration("2H") == timedelta(hours=2)
+
+
+def test_by_prefix_order_is_random_within_a_lane() -> None:
+    keys = [f"p/a/{i}" for i in range(6)] + ["p/b/1", "p/b/2"]
+    rows = [Unranked(i, k) for i, k in enumerate(keys, start=1)]
+    assert ranks(Order("by-prefix", 3), rows, prefix="p/", after=0) == [
+        8.0, 2.0, 10.0, 12.0, 6.0, 4.0, 1.0, 3.0,
+    ]  # fmt: skip

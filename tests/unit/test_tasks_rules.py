@@ -257,3 +257,17 @@ def test_labels_are_split_stripped_and_kept_once_in_order() -> None:
     assert parse_labels("") == []
     assert parse_labels(" b , a,,b ,") == ["b", "a"]
     assert parse_labels(["x,y", " z ", "x", ""]) == ["x", "y", "z"]
+
+
+def test_a_session_id_drops_every_surrogate_and_keeps_private_use_characters() -> None:
+    assert session_id("\udfffz") == "z~af8fb417a0e29733"
+    assert session_id("\ue000\x00") == "\ue000~83e5d0e9c12fe089"
+
+
+def test_an_answer_naming_its_own_bucket_is_taken() -> None:
+    example = {"meta": {"key": "k", "bucket": "b"}, "answer": "accept"}
+    assert answer_record(example, "b").key == "k"
+
+
+def test_a_single_label_string_is_split_on_commas_only() -> None:
+    assert parse_labels("ab,c") == ["ab", "c"]
