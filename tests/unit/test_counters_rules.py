@@ -154,10 +154,10 @@ class _Store:
         return [_Dataset("one"), _Dataset("two")] if source.uri == "s3://a" else []
 
     def numbers(self, dataset: _Dataset) -> Numbers:
-        return Numbers(pending=3, served=1)
+        return Numbers(pending=3, served=len(dataset.name))
 
     def recount_numbers(self, dataset: _Dataset) -> Numbers:
-        return Numbers(pending=4 if dataset.name == "two" else 3, served=1)
+        return Numbers(pending=4 if dataset.name == "two" else 3, served=len(dataset.name))
 
     def table_health(self) -> list[TableHealth]:
         return self.health
