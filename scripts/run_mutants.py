@@ -108,6 +108,9 @@ def main(argv: list[str]) -> int:
         f"survived {stats['survived']}, no test {stats['no_tests']}, "
         f"suspicious {stats['suspicious']}, skipped {stats['skipped']}"
     )
+    if argv:
+        print("a partial run (mutants named): the goal is checked on a full run only")
+        return 0
     if percent < GOAL:
         print(f"below the goal of {GOAL:.0f}% killed", file=sys.stderr)
         return 1
