@@ -5,8 +5,8 @@ never-written test leaves a promise with nothing behind it. This reads every cit
 
 - a test file path (`tests/integration/test_store.py`, `tests/faultproxy.py`): the file
   exists;
-- `path::test_name`, and `::test_name` after it on the same line (the table's shorthand):
-  the test is defined in that file;
+- `path::test_name`, and `::test_name` after it in the same table row or paragraph (the
+  shorthand): the test is defined in that file;
 - a bare `test_name`: some file under tests/ defines it, or names a module so.
 
     python scripts/check_doc_citations.py     # exit 1, one line per wrong citation
@@ -53,12 +53,15 @@ def wrong_citations(text: str, where: str, tests: dict[str, set[str]]) -> list[s
     every_test = set().union(*tests.values()) if tests else set()
     module_names = {Path(p).stem for p in tests}
     problems = []
+    last_path: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         at = f"{where}:{number}"
         for path in PATH.findall(line):
             if path not in tests:
                 problems.append(f"{at}: {path} does not exist")
-        last_path: str | None = None
+        # The shorthand refers to the file last named in its table row or its paragraph.
+        if not line.strip() or line.lstrip().startswith("|"):
+            last_path = None
         for match in QUALIFIED.finditer(line):
             path, name = match.group(1), match.group(2)
             last_path = path or last_path

@@ -33,11 +33,25 @@ def test_a_missing_file_a_missing_test_and_an_unknown_name_are_each_named() -> N
     text = (
         "`tests/integration/test_b.py::test_one`\n"
         "`tests/integration/test_a.py::test_one`, `::test_three`\n"
+        "\n"
         "`::test_one` alone, and `test_one_more`\n"
+        "| row | `tests/integration/test_a.py::test_one` |\n"
+        "| next row | `::test_two` |\n"
     )
     assert citations.wrong_citations(text, "R.md", TESTS) == [
         "R.md:1: tests/integration/test_b.py does not exist",
         "R.md:2: tests/integration/test_a.py defines no test_three",
-        "R.md:3: ::test_one follows no test file",
-        "R.md:3: no test is named test_one_more",
+        "R.md:4: ::test_one follows no test file",
+        "R.md:4: no test is named test_one_more",
+        "R.md:6: ::test_two follows no test file",
+    ]
+
+
+def test_the_shorthand_follows_the_file_named_earlier_in_its_paragraph() -> None:
+    text = (
+        "both lists are checked (`tests/integration/test_a.py::test_one`,\n"
+        "`::test_two`) and `::test_three`.\n"
+    )
+    assert citations.wrong_citations(text, "R.md", TESTS) == [
+        "R.md:2: tests/integration/test_a.py defines no test_three"
     ]
