@@ -172,7 +172,7 @@ def write_until_stopped(url: str, bucket: str, stop: Any, results: Any) -> None:
                         dataset, [AnswerRecord(lease.key, Answer.ACCEPT, "w-session")]
                     )
                 gone = ObjectEvent(bucket, page[-1].key, Change.REMOVED, datetime.now(UTC))
-                store.apply_events(source, [gone], lambda key, size: True)
+                store.apply_events(source, [gone], lambda key, size: True, ask=lambda key: None)
                 rounds += 1
     except BaseException as error:
         errors.append(_describe(error))

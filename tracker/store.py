@@ -82,7 +82,7 @@ from tracker.errors import (
     StateDBError,
     UsageError,
 )
-from tracker.events import Change, ObjectEvent, in_order, is_newer
+from tracker.events import Change, Current, ObjectEvent, Stored, Verdict, in_order, verdict
 from tracker.models import (
     TRACKED_TABLES,
     UNRANKED,
@@ -1882,15 +1882,27 @@ class Store:
         source: SourceRef,
         events: Sequence[ObjectEvent],
         accepts: Callable[[str, int | None], bool],
+        ask: Callable[[str], Current | None] | None = None,
     ) -> int:
         """Apply S3 events for this source's keys in one transaction; returns how many
         changed the state. A creation records the key (pending) or its new size and ETag,
-        live again; a removal marks it deleted. An event older than the last one applied
-        to its key (`tracker.events.is_newer`) is skipped, so a redelivered or reordered
-        message changes nothing twice. `accepts(key, size)`: the listing filter; a key it
+        live again; a removal marks it deleted when it proves the key gone. An event older
+        than the last one applied to its key is skipped, so a redelivered or reordered
+        message changes nothing twice (`tracker.events.verdict` decides). When the event
+        leaves open what is current (a version removed, an undelete, a removal of a key
+        recorded by a listing), `ask(key)` says what S3 holds now (None: no live object),
+        and that is recorded; without `ask`, such an event is skipped: a key is never
+        marked deleted on a guess. `accepts(key, size)`: the listing filter; a key it
         refuses is not added (a known one is still updated)."""
         now = utcnow()
         applied = 0
+        # One question per key, asked before the write transaction where the state read
+        # now says so: S3's answer (milliseconds, or a timeout) holds no lock. A key whose
+        # state changes meanwhile is asked inside it.
+        answers: dict[str, Current | None] = {}
+        if ask is not None:
+            for key in self._keys_to_ask(source, events):
+                answers[key] = ask(key)
         with self._write() as conn:
             pass_seq = self._cursor(conn, source, lock=True).pass_seq
             for event in in_order(events):
@@ -1899,28 +1911,41 @@ class Store:
                     objects.c.event_sequencer,
                     objects.c.event_at,
                     objects.c.deleted_at,
-                    objects.c.version_id,
                 ).where(objects.c.source_id == source.id, objects.c.key == event.key)
                 row = conn.execute(query.with_for_update() if self._pg else query).first()
                 if row is None and not accepts(event.key, event.size):
                     continue
-                if (
-                    event.one_version
-                    and row is not None
-                    and row.version_id is not None
-                    and row.version_id != event.version_id
-                ):
-                    continue  # an older version went; the current one is still there
-                if row is not None and not is_newer(
-                    event, row.event_sequencer, row.event_at, row.deleted_at is not None
-                ):
+                stored = (
+                    None
+                    if row is None
+                    else Stored(row.event_sequencer, row.event_at, row.deleted_at is not None)
+                )
+                decided = verdict(event, stored)
+                if decided is Verdict.SKIP or (decided is Verdict.ASK and ask is None):
                     continue
                 facts: dict[str, Any] = {
                     "event_sequencer": event.sequencer,
                     "event_at": event.time,
                     "seen_pass": pass_seq,
                 }
-                if event.change is Change.CREATED:
+                if decided is Verdict.ASK:
+                    assert ask is not None
+                    if event.key not in answers:
+                        answers[event.key] = ask(event.key)
+                    current = answers[event.key]
+                    if row is None and current is not None and not accepts(event.key, current.size):
+                        continue  # e.g. a zero-byte object, which no listing takes either
+                    if current is not None:
+                        facts.update(
+                            size=current.size,
+                            etag=current.etag,
+                            version_id=current.version_id,
+                            last_modified=current.last_modified,
+                            deleted_at=None,
+                        )
+                    elif row is None or row.deleted_at is None:
+                        facts["deleted_at"] = now
+                elif event.change is Change.CREATED:
                     facts.update(
                         size=event.size,
                         etag=event.etag,
@@ -1955,6 +1980,25 @@ class Store:
                 .values(last_event_at=now)
             )
         return applied
+
+    def _keys_to_ask(self, source: SourceRef, events: Sequence[ObjectEvent]) -> list[str]:
+        """Keys of `events` one of which needs S3 asked (`Verdict.ASK`) against the state
+        recorded now."""
+        keys = sorted({e.key for e in events})
+        stored: dict[str, Stored] = {}
+        with self._read() as conn:
+            for chunk in batched(keys, _CHUNK):
+                rows = conn.execute(
+                    select(
+                        objects.c.key,
+                        objects.c.event_sequencer,
+                        objects.c.event_at,
+                        objects.c.deleted_at,
+                    ).where(objects.c.source_id == source.id, objects.c.key.in_(chunk))
+                )
+                for r in rows:
+                    stored[r.key] = Stored(r.event_sequencer, r.event_at, r.deleted_at is not None)
+        return sorted({e.key for e in events if verdict(e, stored.get(e.key)) is Verdict.ASK})
 
     def bucket_changes(self, dataset: DatasetRef) -> BucketChanges:
         """Deleted keys of the dataset's source, and of them those it annotated; annotated

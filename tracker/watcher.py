@@ -7,6 +7,10 @@ the delete gets the message delivered again, and applying it again changes nothi
 older than the last one applied to a key are skipped). A message that cannot be read is
 logged in one line and left in the queue, whose redrive policy moves it to the dead-letter
 queue after `maxReceiveCount` receives.
+
+When an event leaves open what is current (`tracker.events.verdict`: a version removed in
+a versioned bucket, an undelete, a removal of a key recorded by a listing), the watcher
+asks S3 with one HEAD of the key (`current_object`) before the key is marked deleted.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tracker.errors import S3Error, UsageError
-from tracker.events import MalformedMessage, ObjectEvent, parse_message
+from tracker.events import Current, MalformedMessage, ObjectEvent, parse_message
 from tracker.filters import KeyFilter
 from tracker.records import SourceRef
-from tracker.s3 import RETRIES, error_code, is_throttling
+from tracker.s3 import RETRIES, describe, error_code, is_throttling
 from tracker.store import Store
 
 log = logging.getLogger("tracker.watcher")
@@ -131,8 +135,12 @@ class Watcher:
         *,
         warn: Callable[[str], None] = log.warning,
         backoff_s: float | None = None,
+        s3: Any | None = None,
     ) -> None:
+        """`s3`: the client that answers what is current when an event cannot tell
+        (None: such events are skipped, and the next complete listing pass decides)."""
         self.store = store
+        self.s3 = s3
         self.source = source
         self.sqs = sqs
         self.queue_url = queue_url
@@ -143,15 +151,22 @@ class Watcher:
 
     def run(self, *, once: bool = False, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Receive and apply until `should_stop()`; with `once`, until the queue is empty."""
+        # With `once`, a message seen before in this run (one left for the dead-letter
+        # queue, back as soon as its visibility timeout ends, which may be under the
+        # drain poll's 1 s) is not new: a receive with nothing new means drained.
+        seen: set[str] | None = set() if once else None
         while not should_stop():
-            received = self.poll(DRAIN_WAIT_S if once else WAIT_S)
+            received = self.poll(DRAIN_WAIT_S if once else WAIT_S, seen)
             if once and not received:
                 return
 
-    def poll(self, wait_s: int) -> int:
+    def poll(self, wait_s: int, seen: set[str] | None = None) -> int:
         """One ReceiveMessage and its messages, each applied then deleted; returns how
-        many messages came."""
+        many messages came (with `seen`, how many were not in it; they are added)."""
         messages = self._receive(wait_s)
+        if seen is not None:
+            messages = [m for m in messages if m.get("MessageId") not in seen]
+            seen.update(str(m.get("MessageId")) for m in messages)
         for message in messages:
             self.handle(message)
         return len(messages)
@@ -171,12 +186,18 @@ class Watcher:
             self.tally.skipped += 1
         else:
             mine = [e for e in parsed.events if self._ours(e)]
+            ask = self._current if self.s3 is not None else None
             applied = (
-                self.store.apply_events(self.source, mine, self.key_filter.accepts) if mine else 0
+                self.store.apply_events(self.source, mine, self.key_filter.accepts, ask)
+                if mine
+                else 0
             )
             self.tally.applied += applied
             self.tally.ignored += len(parsed.events) - applied
         self._delete(message)
+
+    def _current(self, key: str) -> Current | None:
+        return current_object(self.s3, self.source.bucket, key)
 
     def _ours(self, event: ObjectEvent) -> bool:
         return event.bucket == self.source.bucket and event.key.startswith(self.source.prefix)
@@ -201,6 +222,29 @@ class Watcher:
                 f"message {message.get('MessageId', '?')} applied but not deleted "
                 f"({describe_sqs(error)}); its redelivery will change nothing"
             )
+
+
+def current_object(s3: Any, bucket: str, key: str) -> Current | None:
+    """What S3 holds now under `key`: one HEAD (its current version; a delete marker or no
+    version at all is a 404: None). Any other answer is an `S3Error` (exit 3): the message
+    stays in the queue, and nothing is marked on a guess."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if error_code(error) in {"404", "NoSuchKey"} or status == 404:
+            return None
+        raise S3Error(describe(error, bucket, key)) from None
+    except BotoCoreError as error:
+        raise S3Error(describe(error, bucket, key)) from None
+    version = head.get("VersionId")
+    etag = str(head.get("ETag") or "").strip('"')
+    return Current(
+        size=head.get("ContentLength"),
+        etag=etag or None,
+        version_id=version if version and version != "null" else None,
+        last_modified=head.get("LastModified"),
+    )
 
 
 def check_queue(sqs: Any, queue_url: str, backoff_s: float | None = None) -> None:

@@ -275,18 +275,78 @@ def test_an_answer_keeps_the_etag_and_version_it_was_given_for(store):
 def test_removing_an_old_version_leaves_the_key_live_a_delete_marker_does_not(store):
     from datetime import UTC, datetime
 
-    from tracker.events import Change, ObjectEvent
+    from tracker.events import Change, ObjectEvent, normalize_sequencer
 
     source = store.source("bkt", create=True)
     at = datetime(2026, 11, 24, 12, tzinfo=UTC)
     every = lambda key, size: True  # noqa: E731
-    store.apply_events(source, [ObjectEvent("bkt", "a.jpg", Change.CREATED, at, 5, "e2", "v2")],
-                       every)  # fmt: skip
+    put = ObjectEvent("bkt", "a.jpg", Change.CREATED, at, 5, "e2", "v2", normalize_sequencer("01"))
+    store.apply_events(source, [put], every)
     old = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at + timedelta(seconds=1), None, None, "v1",
-                      one_version=True)  # fmt: skip
+                      normalize_sequencer("02"), one_version=True)  # fmt: skip
     assert store.apply_events(source, [old], every) == 0
     assert store.deleted_count(source) == 0
     marker = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at + timedelta(seconds=2), None, None,
-                         "m1")  # fmt: skip
+                         "m1", normalize_sequencer("03"))  # fmt: skip
     assert store.apply_events(source, [marker], every) == 1
     assert store.deleted_count(source) == 1
+
+
+def test_an_event_that_cannot_tell_what_is_current_asks_and_records_the_answer(store):
+    """A version removal of a listed key (no version recorded): skipped without `ask`,
+    never marked deleted on a guess; recorded as S3 answers with it. Seen to fail on the
+    old rule (marked deleted)."""
+    from datetime import UTC, datetime
+
+    from tracker.events import Change, Current, ObjectEvent, normalize_sequencer
+
+    source = store.source("bkt", create=True)
+    store.record_page(source, listed(["a.jpg"]), next_token=None, last_key="a.jpg",
+                      exhausted=False)  # fmt: skip
+    at = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    every = lambda key, size: True  # noqa: E731
+    gone = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at, None, None, "v1",
+                       normalize_sequencer("02"), one_version=True)  # fmt: skip
+    assert store.apply_events(source, [gone], every) == 0
+    assert store.deleted_count(source) == 0
+    asked: list[str] = []
+    live = Current(7, "e7", "v2", at)
+    assert store.apply_events(source, [gone], every, lambda key: asked.append(key) or live) == 1
+    assert asked == ["a.jpg"] and store.deleted_count(source) == 0
+    last = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at, None, None, "v2",
+                       normalize_sequencer("03"), one_version=True)  # fmt: skip
+    assert store.apply_events(source, [last], every, lambda key: None) == 1
+    assert store.deleted_count(source) == 1
+
+
+def test_s3_is_asked_before_the_write_transaction_a_writer_beside_it_does_not_wait(store, db_url):
+    """A slow S3 holds no lock: another process's listing page commits while the HEAD is
+    in flight. Seen to fail (the writer still waiting after 10 s) with the question asked
+    inside the transaction."""
+    import threading
+    from datetime import UTC, datetime
+
+    from tracker.events import Change, Current, ObjectEvent, normalize_sequencer
+
+    source = store.source("bkt", create=True)
+    store.record_page(source, listed(["a.jpg"]), next_token=None, last_key="a.jpg",
+                      exhausted=False)  # fmt: skip
+    at = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    gone = ObjectEvent("bkt", "a.jpg", Change.REMOVED, at, None, None, "v1",
+                       normalize_sequencer("02"), one_version=True)  # fmt: skip
+
+    def ask(key: str) -> Current | None:
+        def write() -> None:
+            with Store.open(db_url) as other:
+                theirs = other.source("bkt")
+                other.record_page(theirs, listed(["b.jpg"]), next_token=None, last_key="b.jpg",
+                                  exhausted=False)  # fmt: skip
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive(), "a writer waited on the question to S3"
+        return Current(7, "e7", "v2", at)
+
+    assert store.apply_events(source, [gone], lambda key, size: True, ask) == 1
+    assert store.deleted_count(source) == 0

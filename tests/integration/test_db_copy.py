@@ -336,6 +336,7 @@ def _build_with_deltas(url: str) -> None:
                 ObjectEvent("bkt", "img/0-00.jpg", Change.CREATED, at, 5, "overwritten"),
             ],
             lambda key, size: True,
+            ask=lambda key: None,  # S3 says: nothing live (the removals are applied)
         )
         other = store.source("other", "", create=True)
         store.record_page(other, listed(["x.jpg"]), next_token=None, last_key=None, exhausted=True)
@@ -418,6 +419,7 @@ def test_counters_arrive_in_the_targets_form_and_stay_exact_through_writes_on_th
                 ObjectEvent("bkt", "img/4-00.jpg", Change.CREATED, at, 3, "new"),
             ],
             lambda key, size: True,
+            ask=lambda key: None,  # S3 says: nothing live (the removals are applied)
         )
         _assert_checked(target_url, "events")
         store.claim(dogs, "dogs@host:1", 2, timedelta(minutes=30))

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -324,3 +325,183 @@ def test_the_docs_print_the_same_setup_commands():
     page = (Path(__file__).resolve().parents[2] / "docs" / "keeping-up.md").read_text()
     for line in setup_commands().splitlines():
         assert line in page
+
+
+# -- versioned buckets: what is current, when the event cannot tell (issue 20) -------------
+
+
+def versioned_record(
+    name: str, key: str, version: str, sequencer: str, bucket: str, **obj: Any
+) -> str:
+    """The record AWS sends for a versioned bucket's event (moto sends none for them)."""
+    body = {"key": key, "versionId": version, "sequencer": sequencer, **obj}
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventTime": "2026-11-24T12:00:00.000Z",
+        "eventName": name,
+        "s3": {"bucket": {"name": bucket}, "object": body},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def versioned_bucket(n: Notified) -> str:
+    name = f"v-{uuid.uuid4().hex[:12]}"
+    n.s3.create_bucket(Bucket=name)
+    n.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def test_removing_an_old_version_of_a_listed_key_leaves_it_live(db_url, notified, capsys):
+    """Repro r3/watch_old_version_delete_marks_live_key_deleted.py. Seen to fail on the old
+    rule (a listed key's unknown version taken as the removed one: marked deleted)."""
+    n = notified
+    bucket = versioned_bucket(n)
+    v1 = n.s3.put_object(Bucket=bucket, Key="img/a.jpg", Body=b"version one")["VersionId"]
+    v2 = n.s3.put_object(Bucket=bucket, Key="img/a.jpg", Body=b"version two!")["VersionId"]
+    sync = run_cli(capsys, "--db", db_url, "sync", f"s3://{bucket}/img/", "--endpoint-url",
+                   n.endpoint)  # fmt: skip
+    assert sync.code == 0, sync.err
+    n.s3.delete_object(Bucket=bucket, Key="img/a.jpg", VersionId=v1)
+    n.drain()
+    n.send(versioned_record("ObjectRemoved:Delete", "img/a.jpg", v1, "0065A1B2C3D4E5F601", bucket))
+    assert watch(capsys, db_url, n, f"s3://{bucket}/img/").code == 0
+    assert key_states(db_url, bucket, "img/")["img/a.jpg"] == (12, _etag(n, bucket, "img/a.jpg"),
+                                                               False)  # fmt: skip
+    with Store.open(db_url) as store:
+        ref = store.dataset(store.source(bucket, "img/"), "ds", create=True)
+        leases = store.claim(ref, "me@host", 10, timedelta(minutes=5))
+        assert [lease.key for lease in leases] == ["img/a.jpg"]  # servable
+    # The current version's removal makes no key deleted either: v1 went, v2 goes, none is
+    # left; S3 (asked) says so, and then the key is deleted.
+    n.s3.delete_object(Bucket=bucket, Key="img/a.jpg", VersionId=v2)
+    n.send(versioned_record("ObjectRemoved:Delete", "img/a.jpg", v2, "0065A1B2C3D4E5F602", bucket))
+    assert watch(capsys, db_url, n, f"s3://{bucket}/img/").code == 0
+    assert key_states(db_url, bucket, "img/")["img/a.jpg"][2] is True
+
+
+def _etag(n: Notified, bucket: str, key: str) -> str:
+    return str(n.s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
+
+
+def test_removing_a_delete_marker_brings_the_key_back(db_url, notified, capsys):
+    """Repro r3/watch_undelete_leaves_key_deleted.py: put, delete marker, the marker's
+    removal (undelete), by events alone. Seen to fail on the old rule (the marker's
+    removal taken as another version's: the key left deleted)."""
+    n = notified
+    bucket = versioned_bucket(n)
+    put = n.s3.put_object(Bucket=bucket, Key="img/a.jpg", Body=b"image bytes")
+    marker = n.s3.delete_object(Bucket=bucket, Key="img/a.jpg")["VersionId"]
+    n.s3.delete_object(Bucket=bucket, Key="img/a.jpg", VersionId=marker)
+    etag = put["ETag"].strip('"')
+    for body in (
+        versioned_record("ObjectCreated:Put", "img/a.jpg", put["VersionId"], "0065A1B2C3D4E5F601",
+                         bucket, size=11, eTag=etag),
+        versioned_record("ObjectRemoved:DeleteMarkerCreated", "img/a.jpg", marker,
+                         "0065A1B2C3D4E5F602", bucket),
+        versioned_record("ObjectRemoved:Delete", "img/a.jpg", marker, "0065A1B2C3D4E5F603", bucket),
+    ):  # fmt: skip
+        n.send(body)
+    assert watch(capsys, db_url, n, f"s3://{bucket}/img/").code == 0
+    assert key_states(db_url, bucket, "img/")["img/a.jpg"] == (11, etag, False)
+
+
+def test_without_an_answer_from_s3_nothing_is_marked_and_the_message_stays(
+    db_url, notified, capsys, monkeypatch
+):
+    """S3 refusing the HEAD: exit 3 in one line, the key left live, the message kept."""
+    n = notified
+    bucket = versioned_bucket(n)
+    v1 = n.s3.put_object(Bucket=bucket, Key="a.jpg", Body=b"one")["VersionId"]
+    n.s3.put_object(Bucket=bucket, Key="a.jpg", Body=b"two")
+    sync = run_cli(capsys, "--db", db_url, "sync", f"s3://{bucket}", "--endpoint-url",
+                   n.endpoint)  # fmt: skip
+    assert sync.code == 0, sync.err
+    n.drain()
+    n.send(versioned_record("ObjectRemoved:Delete", "a.jpg", v1, "0065A1B2C3D4E5F601", bucket))
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = watch(capsys, db_url, n, f"s3://{bucket}", "--s3-endpoint-url", dead)
+    assert result.code == 3 and len(result.err_lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert key_states(db_url, bucket)["a.jpg"][2] is False
+    time.sleep(1.2)
+    assert n.messages_left() == 1
+
+
+# -- messages the database cannot store; --once and short visibility timeouts -------------
+
+
+def created(bucket: str, key: str, size: int = 5, time_: str = "2026-11-24T12:00:00.000Z") -> str:
+    obj = {"key": key, "size": size, "eTag": "0" * 32}
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "eventTime": time_,
+        "s3": {"bucket": {"name": bucket}, "object": obj},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def test_a_message_the_database_cannot_store_is_left_for_the_dlq_and_the_rest_applied(
+    db_url, notified, capsys
+):
+    """Repro r3/watch_unstorable_message_stops_the_watcher.py: a size past BIGINT, a lone
+    surrogate in a key, a year-1 time east of UTC. Seen to fail without the checks at
+    parse (exit 1 or 4 at the first, the messages after it not applied)."""
+    n = notified
+    n.drain()
+    n.send(created(n.bucket, "first.jpg"))
+    n.send(created(n.bucket, "size.jpg", size=2**70))
+    n.send(created(n.bucket, "surrogate-\ud800.jpg"))  # JSON's escape: "\\ud800"
+    n.send(created(n.bucket, "year.jpg", time_="0001-01-01T00:30:00+01:00"))
+    for i in range(3):
+        n.send(created(n.bucket, f"after-{i}.jpg"))
+    result = watch(capsys, db_url, n)
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err_lines if "not an S3 event notification" in line]
+    assert len(warnings) == 3 and all("dead-letter" in w for w in warnings)
+    assert sorted(key_states(db_url, n.bucket)) == ["after-0.jpg", "after-1.jpg", "after-2.jpg",
+                                                     "first.jpg"]  # fmt: skip
+    time.sleep(1.2)
+    assert n.messages_left() == 3
+
+
+def test_once_ends_on_a_malformed_message_whose_visibility_timeout_is_zero(
+    db_url, notified, capsys
+):
+    """Repro r3/watch_once_never_ends_on_a_malformed_message.py. Seen to fail (to run
+    until the timeout) without the run's memory of messages seen."""
+    n = notified
+    queue = n.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}",
+                               Attributes={"VisibilityTimeout": "0"})["QueueUrl"]  # fmt: skip
+    n.sqs.send_message(QueueUrl=queue, MessageBody="not an event")
+    n.sqs.send_message(QueueUrl=queue, MessageBody=created(n.bucket, "a.jpg"))
+    process = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", db_url, "watch", f"s3://{n.bucket}",
+         "--queue-url", queue, "--endpoint-url", n.endpoint, "--once"],
+        env={**_clean_env(), **ENV}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.count("not an S3 event notification") == 1
+    assert "a.jpg" in key_states(db_url, n.bucket)
+
+
+def test_eventbridge_keys_are_recorded_raw_and_s3_notification_keys_decoded(
+    db_url, notified, capsys
+):
+    """The same odd keys (`+`, `%`, spaces, non-ASCII) by both paths: EventBridge's raw,
+    S3's URL-encoded (moto's own notifications). Seen to fail with EventBridge keys
+    URL-decoded (`a+b%41.png` recorded as `a bA.png`)."""
+    n = notified
+    odd = ["eb/a+b%41.png", "eb/Screenshot from 2026-03-11 18-23-57.png", "eb/100% é.jpg"]
+    for key in odd:
+        n.send(json.dumps({
+            "version": "0", "detail-type": "Object Created", "source": "aws.s3",
+            "time": "2026-11-24T12:00:00Z",
+            "detail": {"bucket": {"name": n.bucket},
+                       "object": {"key": key, "size": 4, "sequencer": "0065A1B2C3D4E5F601"}},
+        }))  # fmt: skip
+        n.put(key.replace("eb/", "s3/"))
+    assert watch(capsys, db_url, n).code == 0
+    stored = key_states(db_url, n.bucket)
+    assert sorted(stored) == sorted([*odd, *(k.replace("eb/", "s3/") for k in odd)])
