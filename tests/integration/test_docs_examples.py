@@ -5,17 +5,24 @@ Every ```bash block either runs here or says in its first line why not: `# needs
 the docs tests: ...` (installs, servers until Ctrl-C, the suite, benchmarks). The README's
 two commands are what CI runs (`.ci/run`; the demo: tests/integration/test_cli_demo.py).
 
+So does every line of each command's `Example:` (the docs' command-line reference is
+generated from the same help), unless it ends with `# needs real AWS`, `# needs Prodigy` or
+`# until Ctrl-C`, names an AWS host, or runs the demo (tests/integration/test_cli_demo.py).
+
 The lines of an example are alternatives ("first run, or continue"), not one script, so
-each line is one case, run by bash in its own copy of one sandbox: a moto server holding
+each line is one case, run by bash (a plain `tracker ...` line in-process, as click runs
+it) in its own copy of one sandbox: a moto server holding
 `my-bucket` (images under `images/`) and an SQS queue (`$QUEUE_URL`), a SQLite state DB
 (`TRACKER_DB_URL=sqlite:///state.db`, in the working directory) where `tracker sync` listed
 the bucket and the dataset `cats` holds two imported answers, and the files the examples
 name (`uncertainty.csv`, `scored.jsonl`, `cats.jsonl`, `alembic.ini`). The docs' PostgreSQL
-URL and local endpoint stand for the test's own (`SUBSTITUTIONS`). A line passes when it
-exits 0 with no `error:` line and no traceback.
+URL and local endpoint stand for the test's own (`PG_IN_DOCS`, `ENDPOINT_IN_DOCS`). A line
+passes when it exits 0 with no `error:` line and no traceback.
 
-Seen failing on the docs as first moved from the README: `tracker sync s3://my-bucket
---max-pages 10` beside `s3://my-bucket/images/` (overlapping sources are refused).
+Seen failing on the docs as first moved from the README, and on `tracker sync --help` and
+`tracker watch --help`: `tracker sync s3://my-bucket --max-pages 10` beside
+`s3://my-bucket/images/` (overlapping sources are refused); and on `tracker requeue --key
+...` without `--yes` (no terminal to confirm at: exit 2).
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from click.testing import CliRunner
 
 from tests.s3servers import MotoServer
+from tracker.cli import cli
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +88,38 @@ def commands(block: Block) -> list[str]:
     ]
 
 
+#: What a line of a command's `Example:` says in a trailing comment when it cannot run here.
+HELP_MARKERS = ("# needs real AWS", "# needs Prodigy", "# until Ctrl-C")
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(`tracker ... --help`, line) for each line of every command's `Example:` section:
+    the docs' command-line reference shows them (generated from the commands)."""
+
+    def helps(group, path):
+        yield path, CliRunner().invoke(cli, [*path, "--help"], terminal_width=1000).output
+        for name, command in sorted(getattr(group, "commands", {}).items()):
+            yield from helps(command, [*path, name])
+
+    found = []
+    for path, text in helps(cli, []):
+        section = re.search(r"\n *Examples?:\n(.*?)(?:\n\n|\Z)", text, re.S)
+        assert section, f"tracker {' '.join(path)} --help has no Example: section"
+        for line in section.group(1).splitlines():
+            found.append((" ".join(["tracker", *path, "--help"]), line.strip()))
+    return found
+
+
+def runs_here(line: str) -> bool:
+    """A help example that needs nothing but the sandbox: not marked, names no AWS host, and
+    not the demo (tests/integration/test_cli_demo.py runs it; it takes a minute here)."""
+    return not (
+        any(marker in line for marker in HELP_MARKERS)
+        or "amazonaws.com" in line
+        or line.startswith("tracker demo")
+    )
+
+
 def runnable() -> list[pytest.param]:
     cases = []
     for block in shell_blocks():
@@ -86,7 +127,14 @@ def runnable() -> list[pytest.param]:
             continue
         for number, command in enumerate(commands(block), 1):
             cases.append(pytest.param(command, id=f"{block.page}:{block.line}:{number}"))
-    return cases
+    for number, (where, line) in enumerate(help_examples(), 1):
+        if runs_here(line):
+            cases.append(pytest.param(line, id=f"{where}:{number}"))
+    # A line shown in two places (a page and a --help) runs once.
+    unique: dict[str, pytest.param] = {}
+    for case in cases:
+        unique.setdefault(case.values[0], case)
+    return list(unique.values())
 
 
 def test_every_shell_example_runs_here_or_says_why_not():
@@ -98,7 +146,7 @@ def test_every_shell_example_runs_here_or_says_why_not():
         if block.marker is None and block.text.strip() not in CI_COMMANDS:
             # Run by the next test: a command of its own on every line it keeps.
             assert commands(block), f"{block.page}:{block.line}: an example with no command"
-    assert len(runnable()) >= 40
+    assert len(runnable()) >= 60
 
 
 @dataclass(frozen=True)
@@ -124,8 +172,14 @@ def _write_files(folder: Path) -> None:
     lines = "".join(json.dumps(answer) + "\n" for answer in answers)
     (folder / "cats.jsonl").write_text(lines)
     (folder / "answers.jsonl").write_text(lines)
+    # What `tracker keys ... > retry.jsonl`, the line before `--keys-from retry.jsonl`, writes.
+    (folder / "retry.jsonl").write_text('{"key": "images/cam1/0003.jpg"}\n')
     (folder / "uncertainty.csv").write_text(
         "key,priority\nimages/cam1/0002.jpg,0.93\nimages/cam2/0003.png,0.4\n"
+    )
+    (folder / "scores.jsonl").write_text(
+        '{"key": "images/cam1/0006.jpg", "score": 0.5}\n'
+        '{"key": "images/cam2/0007.png", "score": 0.1}\n'
     )
     (folder / "scored.jsonl").write_text(
         '{"meta": {"key": "images/cam1/0004.jpg"}, "score": 0.7}\n'
@@ -189,38 +243,53 @@ def sandbox(tmp_path_factory) -> object:
 
 
 @pytest.mark.parametrize("command", runnable())
-def test_a_docs_example_runs_as_written(command, sandbox, tmp_path, request):
+def test_a_docs_example_runs_as_written(command, sandbox, tmp_path, request, monkeypatch):
     cwd = tmp_path / "cwd"
     shutil.copytree(sandbox.seed, cwd)
     command = command.replace(ENDPOINT_IN_DOCS, sandbox.endpoint_url)
     if PG_IN_DOCS in command:
         pg = request.getfixturevalue("pg_url")
-        if command.startswith(f"tracker --db {PG_IN_DOCS} db "):
+        if command.startswith(f"tracker --db {PG_IN_DOCS} "):
             # It reads the team's DB: give it the sandbox's state first.
             copy = ["tracker", "db", "copy", "--to", pg]
             subprocess.run(copy, cwd=cwd, env=sandbox.env, check=True, capture_output=True)
         command = command.replace(PG_IN_DOCS, shlex.quote(pg))
-    result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command],
-        cwd=cwd,
-        env=sandbox.env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-    shown = f"$ {command}\n{result.stdout}{result.stderr}"
-    assert result.returncode == 0, shown
-    assert "Traceback" not in result.stderr, shown
-    assert not re.search(r"^error:", result.stderr, re.M), shown
+    if re.fullmatch(r"tracker [^|<>&;$]*", command):
+        # A plain `tracker ...` line runs in-process, as the shell would see it (the group
+        # turns errors into a line and an exit code), a second of start-up the less.
+        monkeypatch.chdir(cwd)
+        args = shlex.split(command, comments=True)[1:]
+        ran = CliRunner().invoke(cli, args, env=_in_process_env(sandbox.env), prog_name="tracker")
+        code, stdout, stderr = ran.exit_code, ran.stdout, ran.stderr
+    else:
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=cwd,
+            env=sandbox.env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    shown = f"$ {command}\n{stdout}{stderr}"
+    assert code == 0, shown
+    assert "Traceback" not in stderr, shown
+    assert not re.search(r"^error:", stderr, re.M), shown
+
+
+def _in_process_env(env: dict[str, str]) -> dict[str, str | None]:
+    """The sandbox's environment for CliRunner: its variables set, every other AWS_ and
+    TRACKER_ variable of this process unset."""
+    unset: dict[str, str | None] = {
+        key: None for key in os.environ if key.startswith(("AWS_", "TRACKER_")) and key not in env
+    }
+    return {**unset, **env}
 
 
 def test_no_internal_issue_number_is_shown_to_a_user():
     """The README, the docs and every command's --help speak to users: no "(issue 12)".
     Seen failing on the performance page as moved from the README."""
-    from click.testing import CliRunner
-
-    from tracker.cli import cli
 
     def helps(group, path):
         yield path, CliRunner().invoke(cli, [*path, "--help"]).output

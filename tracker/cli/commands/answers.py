@@ -52,7 +52,7 @@ def import_answers(
 
     \b
     Example:
-      prodigy db-out my_dataset > answers.jsonl
+      prodigy db-out my_dataset > answers.jsonl     # needs Prodigy
       tracker import-answers s3://my-bucket/images/ answers.jsonl
       tracker import-answers s3://my-bucket/images/ answers.jsonl --requeue-missing --dry-run
     """

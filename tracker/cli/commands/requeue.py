@@ -122,7 +122,7 @@ def requeue(
     Example:
       tracker requeue --older-than 2h --dry-run
       tracker requeue s3://my-bucket/images/ --owner 'cats@laptop:*' --yes
-      tracker requeue --key images/0001.jpg --key images/0002.jpg
+      tracker requeue --key images/0001.jpg --key images/0002.jpg --yes
     """
     filtered = older_than is not None or bool(owner or session or keys or match)
     if not filtered and not everything:

@@ -46,8 +46,8 @@ def status(
     Example:
       tracker status
       tracker status s3://my-bucket/images/ --json | jq .sources[0].states
-      tracker status --watch 5
-      tracker status s3://my-bucket/images/ --watch
+      tracker status --watch 5                        # until Ctrl-C
+      tracker status s3://my-bucket/images/ --watch   # until Ctrl-C
     """
     store = app.store
     sources = [app.source(source)] if source is not None else store.sources()

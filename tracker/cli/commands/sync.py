@@ -170,11 +170,11 @@ def sync(ctx: click.Context, /, uri: str, **options: Any) -> None:
     \b
     Example:
       tracker sync s3://my-bucket/images/
-      tracker sync s3://my-bucket --ext jpg,png --match 'raw/*.dng'
-      tracker sync s3://my-bucket --endpoint-url http://127.0.0.1:8333 --max-pages 10
-      tracker --db postgresql://annotate@db/tracker sync s3://my-bucket --from-start
+      tracker sync s3://my-bucket/images/ --ext jpg,png --match 'images/raw/*.dng'
+      tracker sync s3://my-bucket/images/ --endpoint-url http://127.0.0.1:8333 --max-pages 10
+      tracker --db postgresql://annotate@db/tracker sync s3://my-bucket/images/ --from-start
       tracker sync s3://my-bucket/images/ --parallel 8
-      tracker sync s3://my-bucket --inventory s3://inventories/my-bucket/daily/
+      tracker sync s3://my-bucket/images/ --inventory s3://inventories/daily/  # needs real AWS
     """
     app: AppContext = ctx.obj
     app.creates_db = True

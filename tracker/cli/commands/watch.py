@@ -65,7 +65,7 @@ def watch(ctx: click.Context, /, uri: str, **options: Any) -> None:
     \b
     Example:
       tracker watch s3://my-bucket/images/ --queue-url https://sqs.eu-west-1.amazonaws.com/123456789012/tracker-my-bucket
-      tracker watch s3://my-bucket --queue-url "$QUEUE_URL" --once   # from cron
+      tracker watch s3://my-bucket/images/ --queue-url "$QUEUE_URL" --once   # from cron
     """
     app: AppContext = ctx.obj
     app.creates_db = True
