@@ -120,6 +120,8 @@ from tracker.records import (
     ListedObject,
     OpenWork,
     SourceRef,
+    later_answers_of,
+    later_answers_text,
     plan_answers,
 )
 from tracker.s3uri import normalize_prefix, prefixes_overlap
@@ -148,6 +150,7 @@ _FIRST_ANSWER: dict[str, Any] = {
     "answer": bindparam("new_answer"),
     "session_id": bindparam("new_session"),
     "answer_count": 1,
+    "later_answers": None,
     "annotated_at": bindparam("answered", type_=UTCDateTime()),
     "imported": bindparam("imported"),
     # The old value: the process whose lease this answer ended (per-annotator reporting).
@@ -1286,7 +1289,15 @@ class Store:
         if plan.extra:
             conn.execute(
                 self._count_answer,
-                [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
+                [
+                    {
+                        "item_id": i,
+                        "more": n,
+                        "later": later_answers_text(plan.later[i]),
+                        "now": now,
+                    }
+                    for i, n in plan.extra.items()
+                ],
             )
         return len(plan.first)
 
@@ -1321,7 +1332,10 @@ class Store:
             rows = conn.execute(self._answered_rows, {"in_dataset": dataset.id, "ids": chunk})
             for r in rows:
                 found[key_of[r.object_id]] = _Answered(
-                    ExistingAnswer(r.id, r.state, r.answer, r.session_id), r.serves
+                    ExistingAnswer(
+                        r.id, r.state, r.answer, r.session_id, later_answers_of(r.later_answers)
+                    ),
+                    r.serves,
                 )
         return found
 
@@ -1356,6 +1370,7 @@ class Store:
             .where(items.c.id == bindparam("item_id"))
             .values(
                 answer_count=items.c.answer_count + bindparam("more"),
+                later_answers=bindparam("later"),
                 updated_at=bindparam("now", type_=UTCDateTime()),
             )
         )
@@ -2548,6 +2563,7 @@ def _back_to_pending(now: datetime) -> dict[str, Any]:
         "answer": None,
         "session_id": None,
         "answer_count": 0,
+        "later_answers": None,
         "annotated_at": None,
         "imported": False,
         "attempts": 0,
