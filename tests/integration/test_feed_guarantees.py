@@ -384,10 +384,16 @@ def test_a_task_prodigy_filters_never_makes_the_stream_wait_for_another_owners_l
             "answer": "accept",
         }
     )
-    # Leases longer than the harness's 5 s bound on next(): waiting for one trips it.
+    # Leases longer than the harness's bound on next(): waiting for one trips it. The
+    # stream's own wait for a partial batch is at most 2 s (README; `DEFAULT_PARTIAL_WAIT`,
+    # not imported: the bound must not follow the code): a next() may block that long plus
+    # a second for its claim and image reads, no more.
+    # Mutation seen to fail: `S3Stream.partial_wait` of 4 s (lease / 2.5) instead of
+    # min(2 s, lease / 4): it passed the old 5 s bound.
     other = recipes.start("proc-2", lease="10s", batch_size=10)
     hand_overs = HandOvers(recipes)
-    mine = recipes.start("proc-1", lease="10s", batch_size=10)
+    partial = replace(recipes.feed, pull_timeout=2.0 + 1.0)
+    mine = recipes.start("proc-1", feed=partial, lease="10s", batch_size=10)
 
     def other_claims_the_rest(task: dict[str, Any]) -> None:
         # The other process asks for its batch while this one is mid-batch.
