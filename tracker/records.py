@@ -291,11 +291,6 @@ class OpenWork:
     next_expiry_in: float | None = None
 
     @property
-    def others_out(self) -> int:
-        """Keys pending, or served to other owners: what could still come this owner's way."""
-        return self.pending + self.served - self.served_by_owner
-
-    @property
     def done(self) -> bool:
         """Every key is annotated or failed (as far as the listing has got)."""
         return self.pending == 0 and self.served == 0

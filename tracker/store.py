@@ -498,15 +498,6 @@ class Store:
                 )
             )
 
-    def forget_token(self, source: SourceRef) -> None:
-        """Drop a continuation token that S3 rejected; the last key still resumes the listing."""
-        with self._write() as conn:
-            conn.execute(
-                update(listing_cursors)
-                .where(listing_cursors.c.source_id == source.id)
-                .values(continuation_token=None, updated_at=utcnow())
-            )
-
     # -- owners ---------------------------------------------------------------------------
 
     def register_owner(
@@ -2048,8 +2039,9 @@ class Store:
         """Rewrite every counter from the rows, in one transaction.
 
         On PostgreSQL, `objects` and `items` are locked against writes meanwhile (SHARE
-        mode: readers go on), so that no delta lands between the recount and the rewrite;
-        the compactions' advisory locks are taken too, so none runs beside it.
+        mode: readers go on; writers in flight finish first), so that no delta lands
+        between the recount and the rewrite. No compaction runs beside it either: the
+        compactions run inside those writes' triggers, which wait for the lock.
         """
         state, deleted = items.c.state, objects.c.deleted_at
         live = deleted.is_(None)
