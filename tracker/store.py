@@ -67,6 +67,7 @@ from tracker.counters import (
     numbers_of,
 )
 from tracker.counters import pending as counter_pending
+from tracker.cursors import cursor_move
 from tracker.db import (
     PG_FRONTIER_LOCK,
     create_db_engine,
@@ -473,7 +474,7 @@ class Store:
             }
             if generation is None or generation == current.generation:
                 values.update(
-                    _cursor_move(current, next_token, last_key, exhausted, now, page_token)
+                    cursor_move(current, next_token, last_key, exhausted, now, page_token)
                 )
             conn.execute(
                 update(listing_cursors)
@@ -2227,7 +2228,7 @@ class Store:
                 return
             current = self._cursor(conn, source, lock=True)
             if current.generation == generation:
-                move = _cursor_move(current, None, row.max_key, True, now, None)
+                move = cursor_move(current, None, row.max_key, True, now, None)
                 if move:
                     conn.execute(
                         update(listing_cursors)
@@ -2313,7 +2314,7 @@ class Store:
         seen: Sequence[ListedObject] | None = None,
     ) -> int:
         """`record_page` for one shard: the page's keys and the shard's cursor after them,
-        in one transaction. The cursor moves only forward (`_cursor_move`), and only while
+        in one transaction. The cursor moves only forward (`cursor_move`), and only while
         the shard still belongs to `shard.plan` (a newer plan has replaced it otherwise:
         the keys are still recorded). Returns the number of new keys."""
         now = utcnow()
@@ -2344,7 +2345,7 @@ class Store:
                 "pages_listed": listing_shards.c.pages_listed + 1,
                 "keys_listed": listing_shards.c.keys_listed + inserted,
                 "updated_at": now,
-                **_cursor_move(as_cursor, next_token, last_key, exhausted, now, page_token),
+                **cursor_move(as_cursor, next_token, last_key, exhausted, now, page_token),
             }
             conn.execute(update(listing_shards).where(where).values(**values))
             return inserted
@@ -2381,12 +2382,9 @@ class Store:
             for s in rows:
                 if _utf8_after(s.last_key, last):
                     last = s.last_key
-            if rows[0].generation == current.generation and not _utf8_after(current.last_key, last):
-                values.update(
-                    last_key=last if last is not None else current.last_key,
-                    continuation_token=None,
-                    exhausted_at=now,
-                )
+            if rows[0].generation == current.generation:
+                # The shards together are the pass's final page, ending at their last key.
+                values.update(cursor_move(current, None, last, True, now, None))
             conn.execute(
                 update(listing_cursors)
                 .where(listing_cursors.c.source_id == source.id)
@@ -2406,40 +2404,6 @@ class Store:
 class _Answered:
     existing: ExistingAnswer
     serves: int
-
-
-def _cursor_move(
-    current: Cursor,
-    next_token: str | None,
-    last_key: str | None,
-    exhausted: bool,
-    now: datetime,
-    page_token: str | None,
-) -> dict[str, Any]:
-    """How a recorded page moves the cursor: only forward in S3's order.
-
-    A page that ends after the cursor's last key moves it (token, last key, exhausted). An
-    empty page S3 says is truncated (a run of delete markers) moves only the token, and
-    only when the cursor still holds the token that page was asked with: an empty page
-    read without a new token would otherwise repeat forever. The final page of a pass
-    marks the listing exhausted.
-    """
-    if _utf8_after(last_key, current.last_key):
-        return {
-            "last_key": last_key,
-            "continuation_token": None if exhausted else next_token,
-            "exhausted_at": now if exhausted else None,
-        }
-    if last_key is None and exhausted:
-        return {"continuation_token": None, "exhausted_at": now}
-    if (
-        last_key is None
-        and next_token is not None
-        and current.exhausted_at is None
-        and current.continuation_token == page_token
-    ):
-        return {"continuation_token": next_token}
-    return {}
 
 
 def _bulk_insert_objects(

@@ -248,7 +248,7 @@ def test_the_cursor_never_moves_back_when_an_older_page_commits_after_the_final_
     exhausted. The pause is where the real race is: between a lister's LIST and its
     transaction, which no lock covers, so only the forward-only rule keeps the cursor.
 
-    Mutation seen to fail: `_cursor_move`'s `_utf8_after(last_key, current.last_key)`
+    Mutation seen to fail: `cursor_move`'s `utf8_after(last_key, current.last_key)`
     replaced by `last_key is not None` (the cursor ends at k2, not exhausted)."""
     with Store.open(db_url) as a, Store.open(db_url) as b:
         src = a.source("bkt", create=True)
