@@ -185,6 +185,9 @@ class OwnerRegistration:
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
+#: How far back "annotated in the last hour" reaches (`Store._in_last_hour`).
+_LAST_HOUR = timedelta(hours=1)
+
 #: PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock.
 _DEADLOCK_DETECTED = "40P01"
 #: Runs of a transaction `_again_after_deadlock` makes at most.
@@ -1597,8 +1600,7 @@ class Store:
 
     def _recent(self, conn: Connection, dataset: DatasetRef, counts: Counts) -> None:
         """Fill in expired leases and the last hour's annotations: index range counts."""
-        answers = list(Answer)
-        params = self._times(hour=-timedelta(hours=1))
+        params = self._times(hour=-_LAST_HOUR)
         counts.expired_leases = conn.execute(
             select(func.count()).where(
                 items.c.dataset_id == dataset.id,
@@ -1608,14 +1610,19 @@ class Store:
             params,
         ).scalar_one()
         counts.annotated_last_hour = conn.execute(
-            select(func.count()).where(
-                items.c.dataset_id == dataset.id,
-                items.c.answer.in_(answers),
-                items.c.annotated_at >= self._in("hour"),
-                items.c.imported.is_(False),
-            ),
-            params,
+            select(func.count()).where(*self._in_last_hour(dataset)), params
         ).scalar_one()
+
+    def _in_last_hour(self, dataset: DatasetRef) -> list[ColumnElement[bool]]:
+        """The one "annotated in the last hour" rule (`status`, the annotators' table): an
+        answer given since `_LAST_HOUR` ago by the DB's clock (bound as `hour`, see
+        `_times`), not imported; `ix_items_answers` reads it by range."""
+        return [
+            items.c.dataset_id == dataset.id,
+            items.c.answer.in_(list(Answer)),
+            items.c.annotated_at >= self._in("hour"),
+            items.c.imported.is_(False),
+        ]
 
     def annotators(self, dataset: DatasetRef, *, timed: int = 1000) -> list[AnnotatorStats]:
         """Per Prodigy session that answered: answers by answer, answers in the last hour,
@@ -1627,7 +1634,7 @@ class Store:
         Imported answers count as answers, but are neither timed nor "in the last hour".
         """
         answered = [items.c.dataset_id == dataset.id, items.c.answer.is_not(None)]
-        params = self._times(hour=-timedelta(hours=1))
+        params = self._times(hour=-_LAST_HOUR)
         with self._read() as conn:
             # One pass over `ix_items_sessions` in its own order (session, then time): no
             # sort, one group per session, the answer split counted with FILTER.
@@ -1648,12 +1655,7 @@ class Store:
             # counted here (a GROUP BY would make SQLite walk every answer in session order).
             recent = Counter(
                 conn.execute(
-                    select(items.c.session_id).where(
-                        items.c.dataset_id == dataset.id,
-                        items.c.answer.in_(list(Answer)),
-                        items.c.annotated_at >= self._in("hour"),
-                        items.c.imported.is_(False),
-                    ),
+                    select(items.c.session_id).where(*self._in_last_hour(dataset)),
                     params,
                 ).scalars()
             )
@@ -2056,11 +2058,7 @@ class Store:
             "accepted": items.c.answer == Answer.ACCEPT,
             "rejected": items.c.answer == Answer.REJECT,
             "ignored": items.c.answer == Answer.IGNORE,
-            "changed": and_(
-                items.c.answer_etag.is_not(None),
-                objects.c.etag.is_not(None),
-                objects.c.etag != items.c.answer_etag,
-            ),
+            "changed": _answer_changed(objects.c.etag),
         }
         per_dataset = (
             select(
@@ -2553,15 +2551,18 @@ def _object_deleted(object_id: Any) -> Any:
     return select(o.c.id).where(o.c.id == object_id, o.c.deleted_at.is_not(None)).exists()
 
 
-def _object_changed(object_id: Any) -> Any:
-    """The dataset's answer was given for another ETag than the object's now."""
-    o = objects.alias("now_object")
+def _answer_changed(etag_now: Any) -> ColumnElement[bool]:
+    """The one "changed" rule: the answer was given for another ETag than the object's
+    `etag_now` (both known)."""
     return and_(
-        items.c.answer_etag.is_not(None),
-        select(o.c.id)
-        .where(o.c.id == object_id, o.c.etag.is_not(None), o.c.etag != items.c.answer_etag)
-        .exists(),
+        items.c.answer_etag.is_not(None), etag_now.is_not(None), etag_now != items.c.answer_etag
     )
+
+
+def _object_changed(object_id: Any) -> Any:
+    """`_answer_changed` for the object `object_id` (a correlated EXISTS)."""
+    o = objects.alias("now_object")
+    return select(o.c.id).where(o.c.id == object_id, _answer_changed(o.c.etag)).exists()
 
 
 def _conditions(where: ItemFilter, state: Any, object_id: Any = None) -> list[Any]:
