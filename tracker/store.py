@@ -1170,6 +1170,7 @@ class Store:
 
     # -- answers and failures -------------------------------------------------------------
 
+    @_again_after_deadlock
     def record_answers(
         self,
         dataset: DatasetRef,
@@ -1184,7 +1185,9 @@ class Store:
         recipe's `update`, whose endpoint anyone who reaches Prodigy can post to) an answer
         for a key this dataset never served is not recorded; `import-answers` records any
         key of the source, inserting keys never listed. Concurrent writers of one key are
-        serialised: the first answer wins and the others are counted.
+        serialised: the first answer wins and the others are counted. Run again when
+        PostgreSQL rolls it back to break a deadlock (`_again_after_deadlock`): nothing of
+        the rolled back run was kept, so each answer still counts once.
         """
         if not answers:
             return 0
