@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from tests.cli_support import item_states, listed
-from tracker.errors import OwnerInUse, UsageError
+from tracker.errors import OwnerInUse, StateDBError, UsageError
 from tracker.models import Answer, ItemState
 from tracker.records import AnswerRecord, ItemFilter, ListedObject
 from tracker.store import Store
@@ -207,6 +207,26 @@ def test_a_restart_after_a_kill_takes_its_registration_and_keys_back_at_once(db_
     finally:
         if process.is_alive():
             process.kill()
+
+
+def test_a_stream_whose_order_cannot_be_set_leaves_no_registration_behind(db_url):
+    """`register` runs first (a refused owner must not change the dataset's order), so a
+    `set_order` that fails after it undoes the registration: the same owner starts at once
+    in this process, not `stale_after` later. Failed (OwnerInUse) before the clean-up."""
+    with Store.open(db_url) as store:
+        ds = store.dataset(store.source("bkt", create=True), "ds", create=True)
+        real = store.set_order
+
+        def fails(*args, **kwargs):
+            raise StateDBError("state DB test: the ranking failed")
+
+        store.set_order = fails  # type: ignore[method-assign]
+        with pytest.raises(StateDBError, match="the ranking failed"):
+            S3Stream(store, ds, None, owner="ds@h:8080", loader=_Loader(), order="random")
+        store.set_order = real  # type: ignore[method-assign]
+        stream = S3Stream(store, ds, None, owner="ds@h:8080", loader=_Loader(), order="random")
+        assert stream.order.kind == "random"
+        stream.close()
 
 
 class _Loader:
