@@ -143,7 +143,7 @@ class AnnotatorStats:
     #: Median seconds from hand-over to answer, over its latest answers (None: none timed).
     median_seconds: float | None
     last_answer_at: datetime | None
-    #: The stream process its latest answer came through, and the keys leased to it now.
+    #: The lease owner its latest answer came through, and the keys leased to it now.
     owner: str | None
     leased: int
 
