@@ -1,6 +1,7 @@
 """`tracker status`'s annotator table: per Prodigy session, the answers by answer, the
 last hour's, the median seconds from hand-over to answer, the last answer, and the keys
-leased now to the owner (recipe process) the session answers through; numbers match the answers given."""
+leased now to the owner (recipe process) the session answers through; numbers match the
+answers given."""
 
 from __future__ import annotations
 
