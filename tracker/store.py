@@ -2563,9 +2563,13 @@ def _answer_changed(etag_now: Any) -> ColumnElement[bool]:
 
 
 def _object_changed(object_id: Any) -> Any:
-    """`_answer_changed` for the object `object_id` (a correlated EXISTS)."""
+    """`_answer_changed` for the object `object_id` (a correlated EXISTS; the row's own
+    `answer_etag` test stays outside it too, so unanswered rows are ruled out first)."""
     o = objects.alias("now_object")
-    return select(o.c.id).where(o.c.id == object_id, _answer_changed(o.c.etag)).exists()
+    return and_(
+        items.c.answer_etag.is_not(None),
+        select(o.c.id).where(o.c.id == object_id, _answer_changed(o.c.etag)).exists(),
+    )
 
 
 def _conditions(where: ItemFilter, state: Any, object_id: Any = None) -> list[Any]:
