@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from click.testing import CliRunner, Result
@@ -162,6 +162,16 @@ def states(
     with Store.open(url) as store:
         ref = store.dataset(store.source(bucket, prefix), dataset)
         return {row.key: row.state.value for row in store.iter_items(ref)}
+
+
+def served_times(
+    url: str, bucket: str = "photos", prefix: str = "", dataset: str = "ds"
+) -> dict[str, datetime | None]:
+    """key -> when it was last leased (`served_at`), by the state DB's clock: what lease
+    timings are measured from (a test's own clock would start before the serve)."""
+    with Store.open(url) as store:
+        ref = store.dataset(store.source(bucket, prefix), dataset)
+        return {row.key: row.served_at for row in store.iter_items(ref)}
 
 
 def key_rows(db_url: str, source: str) -> dict[str, dict]:

@@ -59,11 +59,10 @@ def pending(source: SourceTally, dataset: DatasetTally) -> int:
     Equal to the oracle (`Store._pending`: pending rows, plus objects past the frontier
     without a row) because every object at or below a dataset's frontier has a row: the
     frontier only moves past objects it gave rows to (`Store._claim_new`, `_rank_new`).
-    One known exception, on PostgreSQL only: an object whose insert commits after a claim
-    of another transaction moved the frontier past its id (ids come from a sequence, in
-    the order inserts start, not commit). The oracle then never counts it pending (and no
-    claim serves it); these counters do. `tracker db check` shows it as a `pending`
-    difference.
+    On PostgreSQL, ids come from a sequence in the order inserts start, not commit: an
+    insert holds its source's frontier lock shared and a frontier walk takes it exclusive
+    (`Store._hold_frontier`), so the frontier never moves past an object whose insert has
+    not committed (`tests/integration/test_frontier_race.py`).
     """
     live = source.listed - source.deleted
     return live - dataset.live_served - dataset.live_annotated - dataset.live_failed

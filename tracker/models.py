@@ -400,9 +400,14 @@ class Item(Base):
     session_id: Mapped[str | None] = mapped_column(String(255))
     answer: Mapped[Answer | None] = mapped_column(_enum(Answer, "answer"))
     answer_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The distinct later answers counted in `answer_count`, as (answer, session) pairs
+    #: (`tracker.records.later_answers_text`): a replay of one is not counted again.
+    #: NULL for a key answered once, nearly every key.
+    later_answers: Mapped[str | None] = mapped_column(Text)
     #: Serving position in the dataset's ranked order (lowest first); NULL in listing order.
     rank: Mapped[float | None] = mapped_column(Float(precision=53))
-    #: The lease owner (stream process) whose lease the first answer ended.
+    #: The lease owner (`--owner`, a stream process) whose lease the first answer ended;
+    #: shown as `owner` (the column keeps its first name: no migration for a rename).
     answered_via: Mapped[str | None] = mapped_column(String(255))
     #: The answer came from `import-answers` (kept out of "annotated in the last hour").
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

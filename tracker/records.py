@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,7 +143,7 @@ class AnnotatorStats:
     #: Median seconds from hand-over to answer, over its latest answers (None: none timed).
     median_seconds: float | None
     last_answer_at: datetime | None
-    #: The stream process its latest answer came through, and the keys leased to it now.
+    #: The lease owner its latest answer came through, and the keys leased to it now.
     owner: str | None
     leased: int
 
@@ -201,6 +202,10 @@ class BucketChanges:
     changed: int = 0
 
 
+#: One distinct answer for a key: what was answered, and by which Prodigy session.
+AnswerPair = tuple[Answer, str | None]
+
+
 @dataclass(frozen=True)
 class ExistingAnswer:
     """What the store already holds for a key that an answer names."""
@@ -209,6 +214,22 @@ class ExistingAnswer:
     state: ItemState
     answer: Answer | None
     session_id: str | None
+    #: The later answers already counted for it, as (answer, session) pairs.
+    later: frozenset[AnswerPair] = frozenset()
+
+
+def later_answers_text(pairs: Iterable[AnswerPair]) -> str | None:
+    """`items.later_answers` for a set of counted later answers: a JSON list, sorted so the
+    same set is always the same text; None for none."""
+    listed = sorted(([a.value, s] for a, s in pairs), key=lambda p: (p[0], p[1] or ""))
+    return json.dumps(listed, separators=(",", ":"), ensure_ascii=False) if listed else None
+
+
+def later_answers_of(text: str | None) -> frozenset[AnswerPair]:
+    """The counted later answers that `later_answers_text` wrote."""
+    if not text:
+        return frozenset()
+    return frozenset((Answer(a), s) for a, s in json.loads(text))
 
 
 @dataclass
@@ -219,6 +240,8 @@ class AnswerPlan:
     first: dict[int, AnswerRecord] = field(default_factory=dict)
     #: item id -> how many more distinct answers arrived for an annotated key.
     extra: dict[int, int] = field(default_factory=dict)
+    #: item id -> every later answer counted for it now (those of `extra`'s items).
+    later: dict[int, frozenset[AnswerPair]] = field(default_factory=dict)
 
 
 def plan_answers(
@@ -227,26 +250,31 @@ def plan_answers(
     """Decide how each answer changes the store.
 
     The first answer for a key sets its state and answer; a later, different answer (another
-    session, or the same session changing its mind) only counts; the same answer from the
-    same session again is a no-op, so replaying a batch is idempotent. Every answered key
-    must have a row in `existing` (the store inserts never-listed keys first).
+    session, or the same session changing its mind) only counts, once: every distinct
+    (answer, session) pair a key was given is remembered (`ExistingAnswer.later`), so an
+    answer seen before, first or later, is a no-op and replaying any batch, or importing
+    one file twice, is idempotent. (A session changing its mind back to an answer it gave
+    before cannot be told from a replay: it is not counted again.) Every answered key must
+    have a row in `existing` (the store inserts never-listed keys first).
     """
     plan = AnswerPlan()
-    seen: dict[str, tuple[Answer | None, str | None]] = {
-        key: (row.answer, row.session_id)
-        for key, row in existing.items()
-        if row.state is ItemState.ANNOTATED
-    }
+    first: dict[str, AnswerPair] = {}
+    later: dict[str, set[AnswerPair]] = {}
+    for key, row in existing.items():
+        if row.state is ItemState.ANNOTATED and row.answer is not None:
+            first[key] = (row.answer, row.session_id)
+            later[key] = set(row.later)
     for record in answers:
-        previous = seen.get(record.key)
-        if previous == (record.answer, record.session_id):
-            continue
-        seen[record.key] = (record.answer, record.session_id)
+        pair = (record.answer, record.session_id)
         row = existing[record.key]
-        if previous is None:
+        if record.key not in first:
+            first[record.key] = pair
+            later[record.key] = set()
             plan.first[row.id] = record
-        else:
+        elif pair != first[record.key] and pair not in later[record.key]:
+            later[record.key].add(pair)
             plan.extra[row.id] = plan.extra.get(row.id, 0) + 1
+            plan.later[row.id] = frozenset(later[record.key])
     return plan
 
 
@@ -261,11 +289,6 @@ class OpenWork:
     served_by_owner: int = 0
     #: Seconds until `next_expiry` by the state DB's clock (None when nothing is out).
     next_expiry_in: float | None = None
-
-    @property
-    def others_out(self) -> int:
-        """Keys pending, or served to other owners: what could still come this owner's way."""
-        return self.pending + self.served - self.served_by_owner
 
     @property
     def done(self) -> bool:

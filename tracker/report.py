@@ -61,6 +61,9 @@ def annotator_status(stats: AnnotatorStats) -> dict[str, Any]:
             round(stats.median_seconds, 1) if stats.median_seconds is not None else None
         ),
         "last_answer_at": _iso(stats.last_answer_at),
+        "owner": stats.owner,
+        "leased_to_owner": stats.leased,
+        # The same two under their old names, kept for `format` 1's readers.
         "process": stats.owner,
         "leased_to_process": stats.leased,
     }

@@ -7,8 +7,6 @@ files, `AWS_ENDPOINT_URL_S3`); nothing here stores or prints them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -147,12 +145,3 @@ def describe(error: Exception, bucket: str, key: str | None = None) -> str:
     if isinstance(error, ParamValidationError):
         return f"invalid S3 request for {where}: {error}".replace("\n", " ")
     return f"S3 failure on {where}: {error}"
-
-
-@contextmanager
-def s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
-    """Turn boto3's exceptions into one-line `S3Error`s."""
-    try:
-        yield
-    except (ClientError, BotoCoreError) as error:
-        raise S3Error(describe(error, bucket, key)) from None

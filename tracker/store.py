@@ -68,6 +68,7 @@ from tracker.counters import (
     numbers_of,
 )
 from tracker.counters import pending as counter_pending
+from tracker.cursors import cursor_move
 from tracker.db import (
     PG_FRONTIER_LOCK,
     create_db_engine,
@@ -121,6 +122,8 @@ from tracker.records import (
     ListedObject,
     OpenWork,
     SourceRef,
+    later_answers_of,
+    later_answers_text,
     plan_answers,
 )
 from tracker.s3uri import normalize_prefix, prefixes_overlap
@@ -149,6 +152,7 @@ _FIRST_ANSWER: dict[str, Any] = {
     "answer": bindparam("new_answer"),
     "session_id": bindparam("new_session"),
     "answer_count": 1,
+    "later_answers": None,
     "annotated_at": bindparam("answered", type_=UTCDateTime()),
     "imported": bindparam("imported"),
     # The old value: the process whose lease this answer ended (per-annotator reporting).
@@ -181,6 +185,9 @@ class OwnerRegistration:
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+#: How far back "annotated in the last hour" reaches (`Store._in_last_hour`).
+_LAST_HOUR = timedelta(hours=1)
 
 #: PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock.
 _DEADLOCK_DETECTED = "40P01"
@@ -506,7 +513,7 @@ class Store:
             }
             if generation is None or generation == current.generation:
                 values.update(
-                    _cursor_move(current, next_token, last_key, exhausted, now, page_token)
+                    cursor_move(current, next_token, last_key, exhausted, now, page_token)
                 )
             conn.execute(
                 update(listing_cursors)
@@ -529,15 +536,6 @@ class Store:
                     generation=listing_cursors.c.generation + 1,
                     updated_at=utcnow(),
                 )
-            )
-
-    def forget_token(self, source: SourceRef) -> None:
-        """Drop a continuation token that S3 rejected; the last key still resumes the listing."""
-        with self._write() as conn:
-            conn.execute(
-                update(listing_cursors)
-                .where(listing_cursors.c.source_id == source.id)
-                .values(continuation_token=None, updated_at=utcnow())
             )
 
     # -- owners ---------------------------------------------------------------------------
@@ -1208,6 +1206,7 @@ class Store:
 
     # -- answers and failures -------------------------------------------------------------
 
+    @_again_after_deadlock
     def record_answers(
         self,
         dataset: DatasetRef,
@@ -1222,7 +1221,9 @@ class Store:
         recipe's `update`, whose endpoint anyone who reaches Prodigy can post to) an answer
         for a key this dataset never served is not recorded; `import-answers` records any
         key of the source, inserting keys never listed. Concurrent writers of one key are
-        serialised: the first answer wins and the others are counted.
+        serialised: the first answer wins and the others are counted. Run again when
+        PostgreSQL rolls it back to break a deadlock (`_again_after_deadlock`): nothing of
+        the rolled back run was kept, so each answer still counts once.
         """
         if not answers:
             return 0
@@ -1322,7 +1323,15 @@ class Store:
         if plan.extra:
             conn.execute(
                 self._count_answer,
-                [{"item_id": i, "more": n, "now": now} for i, n in plan.extra.items()],
+                [
+                    {
+                        "item_id": i,
+                        "more": n,
+                        "later": later_answers_text(plan.later[i]),
+                        "now": now,
+                    }
+                    for i, n in plan.extra.items()
+                ],
             )
         return len(plan.first)
 
@@ -1357,7 +1366,10 @@ class Store:
             rows = conn.execute(self._answered_rows, {"in_dataset": dataset.id, "ids": chunk})
             for r in rows:
                 found[key_of[r.object_id]] = _Answered(
-                    ExistingAnswer(r.id, r.state, r.answer, r.session_id), r.serves
+                    ExistingAnswer(
+                        r.id, r.state, r.answer, r.session_id, later_answers_of(r.later_answers)
+                    ),
+                    r.serves,
                 )
         return found
 
@@ -1392,6 +1404,7 @@ class Store:
             .where(items.c.id == bindparam("item_id"))
             .values(
                 answer_count=items.c.answer_count + bindparam("more"),
+                later_answers=bindparam("later"),
                 updated_at=bindparam("now", type_=UTCDateTime()),
             )
         )
@@ -1626,8 +1639,7 @@ class Store:
 
     def _recent(self, conn: Connection, dataset: DatasetRef, counts: Counts) -> None:
         """Fill in expired leases and the last hour's annotations: index range counts."""
-        answers = list(Answer)
-        params = self._times(hour=-timedelta(hours=1))
+        params = self._times(hour=-_LAST_HOUR)
         counts.expired_leases = conn.execute(
             select(func.count()).where(
                 items.c.dataset_id == dataset.id,
@@ -1637,14 +1649,19 @@ class Store:
             params,
         ).scalar_one()
         counts.annotated_last_hour = conn.execute(
-            select(func.count()).where(
-                items.c.dataset_id == dataset.id,
-                items.c.answer.in_(answers),
-                items.c.annotated_at >= self._in("hour"),
-                items.c.imported.is_(False),
-            ),
-            params,
+            select(func.count()).where(*self._in_last_hour(dataset)), params
         ).scalar_one()
+
+    def _in_last_hour(self, dataset: DatasetRef) -> list[ColumnElement[bool]]:
+        """The one "annotated in the last hour" rule (`status`, the annotators' table): an
+        answer given since `_LAST_HOUR` ago by the DB's clock (bound as `hour`, see
+        `_times`), not imported; `ix_items_answers` reads it by range."""
+        return [
+            items.c.dataset_id == dataset.id,
+            items.c.answer.in_(list(Answer)),
+            items.c.annotated_at >= self._in("hour"),
+            items.c.imported.is_(False),
+        ]
 
     def annotators(self, dataset: DatasetRef, *, timed: int = 1000) -> list[AnnotatorStats]:
         """Per Prodigy session that answered: answers by answer, answers in the last hour,
@@ -1656,7 +1673,7 @@ class Store:
         Imported answers count as answers, but are neither timed nor "in the last hour".
         """
         answered = [items.c.dataset_id == dataset.id, items.c.answer.is_not(None)]
-        params = self._times(hour=-timedelta(hours=1))
+        params = self._times(hour=-_LAST_HOUR)
         with self._read() as conn:
             # One pass over `ix_items_sessions` in its own order (session, then time): no
             # sort, one group per session, the answer split counted with FILTER.
@@ -1677,12 +1694,7 @@ class Store:
             # counted here (a GROUP BY would make SQLite walk every answer in session order).
             recent = Counter(
                 conn.execute(
-                    select(items.c.session_id).where(
-                        items.c.dataset_id == dataset.id,
-                        items.c.answer.in_(list(Answer)),
-                        items.c.annotated_at >= self._in("hour"),
-                        items.c.imported.is_(False),
-                    ),
+                    select(items.c.session_id).where(*self._in_last_hour(dataset)),
                     params,
                 ).scalars()
             )
@@ -2113,8 +2125,9 @@ class Store:
         """Rewrite every counter from the rows, in one transaction.
 
         On PostgreSQL, `objects` and `items` are locked against writes meanwhile (SHARE
-        mode: readers go on), so that no delta lands between the recount and the rewrite;
-        the compactions' advisory locks are taken too, so none runs beside it.
+        mode: readers go on; writers in flight finish first), so that no delta lands
+        between the recount and the rewrite. No compaction runs beside it either: the
+        compactions run inside those writes' triggers, which wait for the lock.
         """
         state, deleted = items.c.state, objects.c.deleted_at
         live = deleted.is_(None)
@@ -2128,11 +2141,7 @@ class Store:
             "accepted": items.c.answer == Answer.ACCEPT,
             "rejected": items.c.answer == Answer.REJECT,
             "ignored": items.c.answer == Answer.IGNORE,
-            "changed": and_(
-                items.c.answer_etag.is_not(None),
-                objects.c.etag.is_not(None),
-                objects.c.etag != items.c.answer_etag,
-            ),
+            "changed": _answer_changed(objects.c.etag),
         }
         per_dataset = (
             select(
@@ -2379,7 +2388,7 @@ class Store:
         seen: Sequence[ListedObject] | None = None,
     ) -> int:
         """`record_page` for one shard: the page's keys and the shard's cursor after them,
-        in one transaction. The cursor moves only forward (`_cursor_move`), and only while
+        in one transaction. The cursor moves only forward (`cursor_move`), and only while
         the shard still belongs to `shard.plan` (a newer plan has replaced it otherwise:
         the keys are still recorded). Returns the number of new keys."""
         now = utcnow()
@@ -2410,7 +2419,7 @@ class Store:
                 "pages_listed": listing_shards.c.pages_listed + 1,
                 "keys_listed": listing_shards.c.keys_listed + inserted,
                 "updated_at": now,
-                **_cursor_move(as_cursor, next_token, last_key, exhausted, now, page_token),
+                **cursor_move(as_cursor, next_token, last_key, exhausted, now, page_token),
             }
             conn.execute(update(listing_shards).where(where).values(**values))
             return inserted
@@ -2447,12 +2456,9 @@ class Store:
             for s in rows:
                 if _utf8_after(s.last_key, last):
                     last = s.last_key
-            if rows[0].generation == current.generation and not _utf8_after(current.last_key, last):
-                values.update(
-                    last_key=last if last is not None else current.last_key,
-                    continuation_token=None,
-                    exhausted_at=now,
-                )
+            if rows[0].generation == current.generation:
+                # The shards together are the pass's final page, ending at their last key.
+                values.update(cursor_move(current, None, last, True, now, None))
             conn.execute(
                 update(listing_cursors)
                 .where(listing_cursors.c.source_id == source.id)
@@ -2472,40 +2478,6 @@ class Store:
 class _Answered:
     existing: ExistingAnswer
     serves: int
-
-
-def _cursor_move(
-    current: Cursor,
-    next_token: str | None,
-    last_key: str | None,
-    exhausted: bool,
-    now: datetime,
-    page_token: str | None,
-) -> dict[str, Any]:
-    """How a recorded page moves the cursor: only forward in S3's order.
-
-    A page that ends after the cursor's last key moves it (token, last key, exhausted). An
-    empty page S3 says is truncated (a run of delete markers) moves only the token, and
-    only when the cursor still holds the token that page was asked with: an empty page
-    read without a new token would otherwise repeat forever. The final page of a pass
-    marks the listing exhausted.
-    """
-    if _utf8_after(last_key, current.last_key):
-        return {
-            "last_key": last_key,
-            "continuation_token": None if exhausted else next_token,
-            "exhausted_at": now if exhausted else None,
-        }
-    if last_key is None and exhausted:
-        return {"continuation_token": None, "exhausted_at": now}
-    if (
-        last_key is None
-        and next_token is not None
-        and current.exhausted_at is None
-        and current.continuation_token == page_token
-    ):
-        return {"continuation_token": next_token}
-    return {}
 
 
 def _bulk_insert_objects(
@@ -2621,6 +2593,7 @@ def _back_to_pending(now: datetime) -> dict[str, Any]:
         "answer": None,
         "session_id": None,
         "answer_count": 0,
+        "later_answers": None,
         "annotated_at": None,
         "imported": False,
         "attempts": 0,
@@ -2654,14 +2627,21 @@ def _object_deleted(object_id: Any) -> Any:
     return select(o.c.id).where(o.c.id == object_id, o.c.deleted_at.is_not(None)).exists()
 
 
+def _answer_changed(etag_now: Any) -> ColumnElement[bool]:
+    """The one "changed" rule: the answer was given for another ETag than the object's
+    `etag_now` (both known)."""
+    return and_(
+        items.c.answer_etag.is_not(None), etag_now.is_not(None), etag_now != items.c.answer_etag
+    )
+
+
 def _object_changed(object_id: Any) -> Any:
-    """The dataset's answer was given for another ETag than the object's now."""
+    """`_answer_changed` for the object `object_id` (a correlated EXISTS; the row's own
+    `answer_etag` test stays outside it too, so unanswered rows are ruled out first)."""
     o = objects.alias("now_object")
     return and_(
         items.c.answer_etag.is_not(None),
-        select(o.c.id)
-        .where(o.c.id == object_id, o.c.etag.is_not(None), o.c.etag != items.c.answer_etag)
-        .exists(),
+        select(o.c.id).where(o.c.id == object_id, _answer_changed(o.c.etag)).exists(),
     )
 
 

@@ -42,6 +42,7 @@ it has out right now.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -176,9 +177,16 @@ class S3Stream:
         # The order is the dataset's, shared by every process serving it: None keeps it.
         wanted = Order.parse(order, seed) if order is not None or seed is not None else None
         self._registration = register(store, owner, stale_after)
-        if wanted is not None and store.set_order(dataset, wanted):
-            log.info("%s: serving in %s order from now on", dataset.label, wanted)
-        self.order = wanted or store.order(dataset)
+        try:
+            if wanted is not None and store.set_order(dataset, wanted):
+                log.info("%s: serving in %s order from now on", dataset.label, wanted)
+            self.order = wanted or store.order(dataset)
+        except BaseException:
+            # No heartbeat will ever keep this registration: left behind, it would refuse
+            # this owner's next start (in this process, or on this host) as "in use".
+            with contextlib.suppress(Exception):
+                store.unregister_owner(self._registration)
+            raise
         self._beating = threading.Event()
         self._heart = threading.Thread(
             target=self._beat, args=(heartbeat.total_seconds(),), daemon=True

@@ -5,11 +5,13 @@ SKIP LOCKED), every key is served to exactly one process and no lock error reach
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from sqlalchemy import func, select
 
 from tests._workers import DATASET, answer_keys, claim_and_answer, run_processes
 from tracker.models import ItemState, items, objects
-from tracker.ordering import Order
+from tracker.ordering import Order, seeded_hash
 from tracker.records import ListedObject
 from tracker.store import Store
 
@@ -86,7 +88,17 @@ def test_processes_claiming_in_random_order_never_share_a_key(db_url):
     assert len(all_claims) == len(set(all_claims)), "a key was served to two processes"
     assert set(all_claims) == set(KEYS)
     assert len([keys for _, keys, _ in reports if keys]) > 1, "the test did not run concurrently"
-    assert all_claims != sorted(all_claims)
+    # Every process's first claim is made before any other claim goes on (the workers'
+    # barrier), and the first of them ranks every key: from then on each claim takes the
+    # lowest random ranks left, so each process's claims come in rank order, batch after
+    # batch. (Its first batch may predate the ranking of the half listed late.)
+    # Mutation seen to fail: `Store.set_order` not writing `ranked_as` (listing order).
+    rank = {key: seeded_hash(11, key) for key in KEYS}
+    for owner, keys, _ in reports:
+        batches = [sorted(rank[k] for k in keys[i : i + BATCH]) for i in range(0, len(keys), BATCH)]
+        for before, after in pairwise(batches[1:]):
+            assert before[-1] < after[0], f"{owner} was not served in the random order"
+    assert sum(len(keys) > 2 * BATCH for _, keys, _ in reports) > 0, "nothing to check"
 
 
 def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):

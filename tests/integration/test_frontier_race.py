@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, select
 
 from tests._workers import DATASET, list_or_claim, run_processes
 from tracker.dbcheck import check
 from tracker.events import Change, ObjectEvent
-from tracker.models import Answer, ItemState
+from tracker.models import Answer, ItemState, items
 from tracker.ordering import Order
 from tracker.records import AnswerRecord, ListedObject
 from tracker.store import DatasetRef, SourceRef, Store
@@ -216,5 +216,42 @@ def test_a_claim_and_an_import_waiting_on_each_other_both_complete(pg_url):
         assert not isinstance(imported[0], BaseException), imported
         assert [lease.key for lease in claimed[0]] in (["k"], [])
         assert imported[0][0] == 2  # both keys annotated
+        assert _claim_all(store, dataset, "c2") == []
+        assert check(store).differences == []
+
+
+def test_a_claim_and_recorded_answers_waiting_on_each_other_both_complete(pg_url):
+    """`record_answers` (a never-listed key: it inserts it) against a claim, as the import
+    above: it waits first on the re-leased key's row, so its deadlock check runs first and
+    PostgreSQL rolls it back; it runs again, once (each key annotated, counted once).
+    Mutation seen to fail: `Store.record_answers` without `_again_after_deadlock`."""
+    with Store.open(pg_url) as store:
+        source = store.source("bucket", create=True)
+        dataset = store.dataset(source, DATASET, create=True)
+        store.record_page(
+            source, [ListedObject("k")], next_token=None, last_key="k", exhausted=False
+        )
+        assert [lease.key for lease in store.claim(dataset, "c0", 1, timedelta(0))] == ["k"]
+        paused = PausedBeforeFrontierLock(store.engine)
+
+        claimer, claimed = _in_thread("claim", lambda: store.claim(dataset, "c1", 10, LEASE))
+        assert paused.reached.wait(TIMEOUT)
+        answers = [AnswerRecord(k, Answer.ACCEPT, "s") for k in ("k", "new")]
+        recorder, recorded = _in_thread("record", lambda: store.record_answers(dataset, answers))
+        recorder.join(0.5)  # now waiting on the row of "k", holding the shared lock
+        paused.go.set()
+        claimer.join(TIMEOUT)
+        recorder.join(TIMEOUT)
+        assert not claimer.is_alive() and not recorder.is_alive(), "hung"
+        assert not isinstance(claimed[0], BaseException), claimed
+        assert not isinstance(recorded[0], BaseException), recorded
+        assert recorded[0] == 2  # both keys annotated
+        rows = {r.key: r for r in store.iter_items(dataset)}
+        assert {k: (r.state, r.answer) for k, r in rows.items()} == {
+            "k": (ItemState.ANNOTATED, Answer.ACCEPT),
+            "new": (ItemState.ANNOTATED, Answer.ACCEPT),
+        }
+        with store.engine.connect() as conn:
+            assert set(conn.execute(select(items.c.answer_count)).scalars()) == {1}
         assert _claim_all(store, dataset, "c2") == []
         assert check(store).differences == []

@@ -91,13 +91,23 @@ def test_listed_pending_keys_become_annotated(db_url, tmp_path) -> None:
     ],
 )
 def test_a_bad_line_is_named_and_nothing_is_written(db_url, tmp_path, capsys, bad, message):
+    """The source exists (import-answers never creates one, so its absence proves nothing)
+    and the good lines name a listed key and a new one: neither, nor the new dataset named,
+    is written. Mutation seen to fail: the dataset made before FILE is read."""
+    with Store.open(db_url) as store:
+        source = store.source("bkt", "img/", create=True)
+        store.record_page(
+            source, [ListedObject("img/ok.png")], next_token=None, last_key=None, exhausted=True
+        )
     good = json.dumps({"meta": {"key": "img/ok.png"}, "answer": "accept"})
     path = write_jsonl(tmp_path / "bad.jsonl", [good, good.replace("ok", "ok2"), bad, good])
-    assert run(db_url, "import-answers", "s3://bkt/img", path) == 2
+    assert run(db_url, "import-answers", "s3://bkt/img", path, "--dataset", "new") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     with Store.open(db_url) as store:
-        assert store.sources() == []  # not even the source was created
+        source = store.source("bkt", "img/")
+        assert store.datasets(source) == []
+        assert store.object_count(source) == 1  # img/ok2.png was not inserted
 
 
 def test_requeue_missing_puts_annotated_keys_absent_from_the_file_back(db_url, tmp_path, capsys):

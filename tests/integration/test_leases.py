@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from tests.cli_support import item_states, listed
-from tracker.errors import OwnerInUse, UsageError
+from tracker.errors import OwnerInUse, StateDBError, UsageError
 from tracker.models import Answer, ItemState
 from tracker.records import AnswerRecord, ItemFilter, ListedObject
 from tracker.store import Store
@@ -209,6 +209,26 @@ def test_a_restart_after_a_kill_takes_its_registration_and_keys_back_at_once(db_
             process.kill()
 
 
+def test_a_stream_whose_order_cannot_be_set_leaves_no_registration_behind(db_url):
+    """`register` runs first (a refused owner must not change the dataset's order), so a
+    `set_order` that fails after it undoes the registration: the same owner starts at once
+    in this process, not `stale_after` later. Failed (OwnerInUse) before the clean-up."""
+    with Store.open(db_url) as store:
+        ds = store.dataset(store.source("bkt", create=True), "ds", create=True)
+        real = store.set_order
+
+        def fails(*args, **kwargs):
+            raise StateDBError("state DB test: the ranking failed")
+
+        store.set_order = fails  # type: ignore[method-assign]
+        with pytest.raises(StateDBError, match="the ranking failed"):
+            S3Stream(store, ds, None, owner="ds@h:8080", loader=_Loader(), order="random")
+        store.set_order = real  # type: ignore[method-assign]
+        stream = S3Stream(store, ds, None, owner="ds@h:8080", loader=_Loader(), order="random")
+        assert stream.order.kind == "random"
+        stream.close()
+
+
 class _Loader:
     def load(self, key: str, size: int | None = None) -> str:
         return f"s3://bkt/{key}"
@@ -243,8 +263,44 @@ def test_a_host_whose_clock_runs_minutes_ahead_takes_no_live_lease_on_postgresql
 
 
 def test_the_cursor_never_moves_back_when_an_older_page_commits_after_the_final_one(db_url):
-    """Two listers: A read the cursor for page k2 and stalls; B records the final page k3.
-    A's page still commits its keys, but the cursor stays at k3, exhausted."""
+    """Two listers: A has LISTed page k2 (its S3 call returned) and not yet recorded it; B
+    records the final page k3. A's page then commits its keys, but the cursor stays at k3,
+    exhausted. The pause is where the real race is: between a lister's LIST and its
+    transaction, which no lock covers, so only the forward-only rule keeps the cursor.
+
+    Mutation seen to fail: `cursor_move`'s `utf8_after(last_key, current.last_key)`
+    replaced by `last_key is not None` (the cursor ends at k2, not exhausted)."""
+    with Store.open(db_url) as a, Store.open(db_url) as b:
+        src = a.source("bkt", create=True)
+        a.record_page(src, [ListedObject("k1")], next_token="T1", last_key="k1", exhausted=False)
+        listed, recorded = threading.Barrier(2, timeout=10), threading.Event()
+
+        def lister_a() -> None:
+            page = [ListedObject("k2")]  # what A's LIST returned, from the cursor at k1
+            listed.wait()
+            assert recorded.wait(10)  # B's final page committed meanwhile
+            a.record_page(src, page, next_token="T2", last_key="k2", exhausted=False)
+
+        older = threading.Thread(target=lister_a)
+        older.start()
+        listed.wait()
+        b.record_page(src, [ListedObject("k3")], next_token=None, last_key="k3", exhausted=True)
+        recorded.set()
+        older.join(20)
+        assert not older.is_alive()
+        cursor = b.cursor(src)
+        assert (cursor.last_key, cursor.continuation_token, cursor.exhausted) == ("k3", None, True)
+        assert b.object_count(src) == 3
+
+
+def test_a_page_recorded_beside_the_final_one_reads_the_cursor_under_a_lock(db_url):
+    """A's transaction has read the cursor (at k1) for page k2 and stalls inside it; B
+    records the final page k3 meanwhile. B must wait for A (PostgreSQL: the cursor row is
+    read FOR UPDATE; SQLite serialises writers), or A would write k2 over k3 from its stale
+    read. The pause is a hook in the real code path (`_cursor`, inside the transaction).
+
+    Mutation seen to fail (PostgreSQL): `_cursor`'s `with_for_update()` removed (the cursor
+    ends at k2, not exhausted)."""
     with Store.open(db_url) as a, Store.open(db_url) as b:
         src = a.source("bkt", create=True)
         a.record_page(src, [ListedObject("k1")], next_token="T1", last_key="k1", exhausted=False)
@@ -271,7 +327,7 @@ def test_the_cursor_never_moves_back_when_an_older_page_commits_after_the_final_
             kwargs={"next_token": None, "last_key": "k3", "exhausted": True},
         )
         final.start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # B runs as far as it can while A holds the cursor
         go_on.set()
         older.join(20)
         final.join(20)

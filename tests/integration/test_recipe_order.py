@@ -2,7 +2,7 @@
 against moto's server: the recipe lists the bucket as it goes and serves in the order
 asked, reproducibly;
 priorities set with `tracker priority` before listing apply to the keys once listed; the
-annotator table names the session and the recipe's process."""
+annotator table names the session and the recipe's owner."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_priorities_set_before_listing_lead_the_recipe_and_the_session_is_report
     assert served[3:] == [k for k in KEYS if k not in served[:3]]
     report = run(db_url, "status", "--json").stdout
     assert '"session": "ds-alice"' in report and '"answered": 24' in report
-    assert '"process": "ds@' in report  # the recipe's default owner: DATASET@HOST:PORT
+    assert '"owner": "ds@' in report  # the recipe's default owner: DATASET@HOST:PORT
 
 
 def test_an_unknown_order_is_refused_before_anything_is_served(bucket, sqlite_url):

@@ -1,6 +1,7 @@
 """`tracker status`'s annotator table: per Prodigy session, the answers by answer, the
 last hour's, the median seconds from hand-over to answer, the last answer, and the keys
-leased now to the process the session answers through; numbers match the answers given."""
+leased now to the owner (recipe process) the session answers through; numbers match the
+answers given."""
 
 from __future__ import annotations
 
@@ -55,14 +56,16 @@ def test_status_json_reports_each_session_with_numbers_matching_the_answers(db_u
         "answered_last_hour": 3,
         "median_seconds_to_answer": 20.0,
         "last_answer_at": alice["last_answer_at"],
-        "process": "p1@host:8080",
+        "owner": "p1@host:8080",
+        "leased_to_owner": 2,
+        "process": "p1@host:8080",  # the old names, kept
         "leased_to_process": 2,
     }
     assert bob["answers"] == {"accept": 1, "reject": 0, "ignore": 1}
     # the imported answer counts, but is neither timed nor "in the last hour"
     assert (bob["answered"], bob["answered_last_hour"]) == (2, 1)
     assert bob["median_seconds_to_answer"] == 5.0
-    assert (bob["process"], bob["leased_to_process"]) == ("p2@host:8081", 0)
+    assert (bob["owner"], bob["leased_to_owner"]) == ("p2@host:8081", 0)
     # each session's latest answer: alice's 40 s after hand-over, bob's 5 s (not the import)
     assert alice["last_answer_at"] > bob["last_answer_at"] > status["listing"]["updated_at"]
 
@@ -75,8 +78,8 @@ def test_status_text_has_one_annotator_line_per_session(db_url):
     assert len(lines) == 2
     assert lines[0].startswith("  annotator:    ds ds-alice: accept 2, reject 1, ignore 0, ")
     assert "last hour 3, median s 20.0" in lines[0]
-    assert lines[0].endswith("process p1@host:8080, leased 2")
-    assert lines[1].endswith("process p2@host:8081, leased 0")
+    assert lines[0].endswith("owner p1@host:8080, leased 2")
+    assert lines[1].endswith("owner p2@host:8081, leased 0")
 
 
 def test_a_dataset_without_answers_has_no_annotators(db_url):

@@ -279,14 +279,6 @@ def test_reset_cursor_forgets_position_but_keeps_item_item_states(store, src, ds
     assert store.cursor(src).last_key == "a"
 
 
-def test_forget_token_keeps_last_key_for_start_after(store, src, ds):
-    add(store, src, ["a", "b"], token="t1")
-    store.forget_token(src)
-    cursor = store.cursor(src)
-    assert cursor.continuation_token is None and cursor.last_key == "b"
-    assert cursor.pages_listed == 1
-
-
 # -- claim ----------------------------------------------------------------------------------
 
 

@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tracker.batching import FILL_LOOP_GAP, mid_batch
+from tracker.cursors import cursor_move as _cursor_move
 from tracker.display import printable
 from tracker.durations import parse_duration
 from tracker.errors import UsageError
 from tracker.records import Cursor
 from tracker.s3uri import key_problem, normalize_prefix, prefixes_overlap
-from tracker.store import _cursor_move, never_answered
+from tracker.store import never_answered
 from tracker.tasks import _timestamp, input_hash, session_id, task_hash
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

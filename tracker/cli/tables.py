@@ -144,7 +144,7 @@ ANNOTATOR_COLUMNS = (
     "last hour",
     "median s",
     "last answer",
-    "process",
+    "owner",
     "leased",
 )
 
@@ -159,8 +159,8 @@ def annotator_cells(entry: dict[str, Any]) -> list[str]:
         _n(entry["answered_last_hour"]),
         f"{median:.1f}" if median is not None else "-",
         last[:19].replace("T", " ") if last else "-",
-        escape_controls(entry["process"]) if entry["process"] else "-",
-        _n(entry["leased_to_process"]),
+        escape_controls(entry["owner"]) if entry["owner"] else "-",
+        _n(entry["leased_to_owner"]),
     ]
 
 
@@ -177,7 +177,7 @@ def annotator_tables(report: dict[str, Any]) -> list[Table]:
             )
             table.add_column("session", overflow="fold")
             for column in ANNOTATOR_COLUMNS:
-                table.add_column(column, justify="right" if column != "process" else "left")
+                table.add_column(column, justify="right" if column != "owner" else "left")
             for annotator in entry["annotators"]:
                 table.add_row(*(Text(cell) for cell in annotator_cells(annotator)))
             tables.append(table)
