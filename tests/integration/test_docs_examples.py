@@ -140,8 +140,12 @@ def runnable() -> list[pytest.param]:
 def test_every_shell_example_runs_here_or_says_why_not():
     blocks = shell_blocks()
     assert len(blocks) > 30  # the parser found the docs' examples
+    # The README's two commands are the ones CI runs (else CI_COMMANDS and .ci/run must follow).
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"```bash\n{command}\n```" in readme for command in CI_COMMANDS), CI_COMMANDS
     ci_run = (ROOT / ".ci" / "run").read_text()
-    assert "pip install -q -e '.[dev]'" in ci_run and ".venv/bin/python -m pytest\n" in ci_run
+    assert "pip install -q -e '.[dev]'" in ci_run, ".ci/run no longer runs the README's set-up"
+    assert ".venv/bin/python -m pytest" in ci_run, ".ci/run no longer runs the README's tests"
     for block in blocks:
         if block.marker is None and block.text.strip() not in CI_COMMANDS:
             # Run by the next test: a command of its own on every line it keeps.
