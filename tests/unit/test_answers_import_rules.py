@@ -105,7 +105,9 @@ _BASE = {
     "sourceBucket": "src",
     "fileFormat": "CSV",
     "fileSchema": "Bucket, Key, Size",
-    "files": [{"key": "d/1.csv.gz", "size": "10", "MD5checksum": ""}],
+    "files": [
+        {"key": "d/1.csv.gz", "size": "10", "MD5checksum": "0cc175b9c0f1b6a831c399e269772661"}
+    ],
 }
 
 
@@ -127,7 +129,9 @@ def test_a_manifest_is_read_field_for_field() -> None:
     assert parsed.uri == "s3://inv/m.json" and parsed.bucket == "inv"
     assert parsed.source_bucket == "src" and parsed.file_format == "CSV"
     assert parsed.csv_columns == ("bucket", "key", "size")
-    assert [(f.key, f.size, f.md5) for f in parsed.files] == [("d/1.csv.gz", 10, None)]
+    assert [(f.key, f.size, f.md5) for f in parsed.files] == [
+        ("d/1.csv.gz", 10, "0cc175b9c0f1b6a831c399e269772661")
+    ]
     assert parsed.created_at == datetime(2026, 1, 1, tzinfo=UTC)
     assert parsed.snapshot == "2026-01-01 00:00 UTC"
     orc = parse_manifest(_manifest(fileFormat="orc", fileSchema=None), "inv", "m.json")

@@ -70,7 +70,8 @@ def test_an_s3_record_gives_every_field_of_its_event() -> None:
                 size=12,
                 etag="abc",
                 version_id="v1",
-                sequencer="0" * (SEQUENCER_WIDTH - 6) + "0055AB",
+                # right-padded, as AWS's "Event message structure" page says
+                sequencer="0055AB" + "0" * (SEQUENCER_WIDTH - 6),
                 one_version=False,
             ),
         ),
@@ -96,8 +97,9 @@ def test_only_a_delete_naming_a_version_removes_one_version() -> None:
 
 def test_eventbridge_events_are_read_field_for_field() -> None:
     (created,) = parse_message(json.dumps(_bridge("Object Created"))).events
+    # EventBridge keys are raw, not URL-encoded as S3's own notifications are
     assert created == ObjectEvent(
-        "my-bucket", "b+c d.jpg", Change.CREATED, T0, size=7, etag="e1", version_id="v2"
+        "my-bucket", "b%2Bc+d.jpg", Change.CREATED, T0, size=7, etag="e1", version_id="v2"
     )
     permanent = _bridge("Object Deleted", **{"deletion-type": "Permanently Deleted"})
     (removed,) = parse_message(json.dumps(permanent)).events
@@ -202,11 +204,11 @@ def test_an_object_size_must_be_a_number() -> None:
     assert _malformed(_body(_record(size=[1]))) == "object size '[1]' is not a number"
 
 
-def test_a_sequencer_is_upper_case_hex_padded_to_its_width() -> None:
+def test_a_sequencer_is_upper_case_hex_right_padded_to_its_width() -> None:
     assert normalize_sequencer(None) is None
     assert normalize_sequencer("") is None
-    assert normalize_sequencer(" 0a1b ") == "0" * 60 + "0A1B"
-    assert normalize_sequencer(255) == "0" * 61 + "255"
+    assert normalize_sequencer(" 0a1b ") == "0A1B" + "0" * 60
+    assert normalize_sequencer(255) == "255" + "0" * 61
     assert normalize_sequencer("F" * 64) == "F" * 64
     for raw in ("0x1", "G1", " ", "F" * 65):
         with pytest.raises(MalformedMessage) as caught:
