@@ -12,7 +12,8 @@ generated from the same help), unless it ends with `# needs real AWS`, `# needs 
 The lines of an example are alternatives ("first run, or continue"), not one script, so
 each line is one case, run by bash (a plain `tracker ...` line in-process, as click runs
 it) in its own copy of one sandbox: a moto server holding
-`my-bucket` (images under `images/`) and an SQS queue (`$QUEUE_URL`), a SQLite state DB
+`my-bucket` (images under `images/`), an S3 Inventory report of it in `my-inventories`
+and an SQS queue (`$QUEUE_URL`), a SQLite state DB
 (`TRACKER_DB_URL=sqlite:///state.db`, in the working directory) where `tracker sync` listed
 the bucket and the dataset `cats` holds two imported answers, and the files the examples
 name (`uncertainty.csv`, `scored.jsonl`, `cats.jsonl`, `alembic.ini`). The docs' PostgreSQL
@@ -41,6 +42,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
+from tests.inventory_support import Row, upload_inventory
 from tests.s3servers import MotoServer
 from tracker.cli import cli
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY
@@ -214,6 +216,10 @@ def sandbox(tmp_path_factory) -> object:
             aws_secret_access_key=SECRET_KEY,
         )
         queue_url = sqs.create_queue(QueueName="tracker-my-bucket")["QueueUrl"]
+        # The report the inventory examples read, where their manifest URL says.
+        s3.create_bucket(Bucket="my-inventories")
+        rows = [Row(f"images/cam3/{i:04}.jpg") for i in range(5)]
+        upload_inventory(s3, "my-inventories", "my-bucket", [rows], "CSV", destination="")
         home = root / "home"
         home.mkdir()
         env = {
