@@ -10,15 +10,14 @@ generated from the same help), unless it ends with `# needs real AWS`, `# needs 
 `# until Ctrl-C`, names an AWS host, or runs the demo (tests/integration/test_cli_demo.py).
 
 The lines of an example are alternatives ("first run, or continue"), not one script, so
-each line is one case, run by bash (a plain `tracker ...` line in-process, as click runs
-it) in its own copy of one sandbox: a moto server holding
-`my-bucket` (images under `images/`), an S3 Inventory report of it in `my-inventories`
-and an SQS queue (`$QUEUE_URL`), a SQLite state DB
-(`TRACKER_DB_URL=sqlite:///state.db`, in the working directory) where `tracker sync` listed
-the bucket and the dataset `cats` holds two imported answers, and the files the examples
-name (`uncertainty.csv`, `scored.jsonl`, `cats.jsonl`, `alembic.ini`). The docs' PostgreSQL
-URL and local endpoint stand for the test's own (`PG_IN_DOCS`, `ENDPOINT_IN_DOCS`). A line
-passes when it exits 0 with no `error:` line and no traceback.
+each line is one case, run by bash (a plain `tracker ...` line in-process, as click runs it)
+in its own copy of one sandbox: a moto server holding `my-bucket` (images under `images/`),
+an S3 Inventory report of it in `my-inventories` and an SQS queue (`$QUEUE_URL`); a SQLite
+state DB (`TRACKER_DB_URL=sqlite:///state.db`, in the working directory) where `tracker
+sync` listed the bucket and the dataset `cats` holds two imported answers; and the files
+the examples name (`uncertainty.csv`, `scored.jsonl`, `cats.jsonl`, `alembic.ini`). The
+docs' PostgreSQL URL and local endpoint stand for the test's own (`PG_IN_DOCS`,
+`ENDPOINT_IN_DOCS`). A line passes when it exits 0 with no `error:` line and no traceback.
 
 Seen failing on the docs as first moved from the README, and on `tracker sync --help` and
 `tracker watch --help`: `tracker sync s3://my-bucket --max-pages 10` beside
