@@ -109,8 +109,9 @@ def test_concurrent_answers_for_the_same_keys_are_all_counted(db_url):
     first answer wins each key, the other is counted, and neither caller sees an error. The
     listed keys were served first, so their rows exist and only the row lock serialises the
     two writers (a new row's insert would make the second wait on the unique index).
-    Seen to fail when: PostgreSQL's `_answered_rows` drops its row lock (`lock=False`: both
-    take the answer as the first, "an answer was lost"); SQLite's writes BEGIN DEFERRED."""
+    Seen to fail when: SQLite's writes BEGIN DEFERRED ("database is locked"). Without the
+    PostgreSQL row lock it still passed (the processes drift apart into a pipeline): the
+    test below pauses both writers at the race instead."""
     listed, unlisted = KEYS[:200], [f"imported/{i:04}.jpg" for i in range(200)]
     with Store.open(db_url) as store:
         source = store.source("bucket", create=True)
