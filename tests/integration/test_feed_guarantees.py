@@ -310,7 +310,9 @@ def test_a_task_is_never_yielded_after_its_lease_expired_and_another_process_too
     recipes, s3, bucket
 ) -> None:
     """repro/stale_yield.py: the recipe claims more than Prodigy's batch takes; the rest of
-    its claim must not be yielded once another process took those keys."""
+    its claim must not be yielded once another process took those keys.
+    Seen to fail when: `_confirm` drops its `lease_token` check (proc-1 yields a key
+    proc-2 holds)."""
     keys = put(s3, bucket, 20)
     small_batches = replace(recipes.feed, batch_size=3)
     first = recipes.start("proc-1", feed=small_batches, batch_size=10)
