@@ -232,6 +232,9 @@ class _Loader:
 def test_a_host_whose_clock_runs_minutes_ahead_takes_no_live_lease_on_postgresql(
     pg_url, monkeypatch
 ):
+    """Seen to fail when: `_now` is this host's clock on PostgreSQL too (the fast host
+    takes the three live leases).
+    """
     with Store.open(pg_url) as honest:
         source, _ = _source_with(honest, 3)
         ds = honest.dataset(source, "ds", create=True)
@@ -293,6 +296,9 @@ def test_the_cursor_never_moves_back_when_an_older_page_commits_after_the_final_
 
 
 def test_reset_listing_is_not_undone_by_a_lister_that_read_the_cursor_before(store):
+    """Seen to fail when: `record_page` moves the cursor whatever the generation it was
+    read under.
+    """
     src = store.source("bkt", create=True)
     store.record_page(src, [ListedObject("k1")], next_token="T1", last_key="k1", exhausted=False)
     before = store.cursor(src).generation

@@ -92,6 +92,9 @@ def locked_db(request):  # type: ignore[no-untyped-def]
 def test_sync_and_store_writes_wait_for_a_held_lock_and_lose_nothing(
     locked_db, moto_server, s3_env
 ):
+    """Seen to fail when: SQLite's `busy_timeout` is 0 (the sync fails at once, sqlite-
+    begin-immediate).
+    """
     url, lock = locked_db
     moto_server.client().create_bucket(Bucket="waits-db")
     put_objects(moto_server.endpoint_url, "waits-db", KEYS)
