@@ -178,6 +178,7 @@ def test_a_partial_batch_waits_only_briefly_for_other_owners(s3, bucket, db_url)
 def test_restart_serves_this_owners_keys_first_without_waiting_for_the_lease(
     start, s3, bucket
 ) -> None:
+    """Seen to fail when: `tasks` skips `reclaim` (the restart serves new keys first)."""
     put_images(s3, bucket, [f"k{i:02d}.png" for i in range(30)])
     first = start(lease="2h")
     held = [t["meta"]["key"] for t in first.next_batch()]
