@@ -92,9 +92,8 @@ def locked_db(request):  # type: ignore[no-untyped-def]
 def test_sync_and_store_writes_wait_for_a_held_lock_and_lose_nothing(
     locked_db, moto_server, s3_env
 ):
-    """Seen to fail when: SQLite's `busy_timeout` is 0 (the sync fails at once, sqlite-
-    begin-immediate).
-    """
+    """Seen to fail when: SQLite's `busy_timeout` is 0 (the sync fails at once, in the
+    sqlite-begin-immediate case)."""
     url, lock = locked_db
     moto_server.client().create_bucket(Bucket="waits-db")
     put_objects(moto_server.endpoint_url, "waits-db", KEYS)
