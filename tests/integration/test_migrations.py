@@ -185,6 +185,9 @@ def test_new_sqlite_file_is_private_to_its_owner(tmp_path):
 
 
 def test_two_processes_creating_a_new_db_at_once_both_succeed(db_url):
+    """Seen to fail when: `upgrade_in` takes no advisory lock (PostgreSQL). The upgrade
+    begun DEFERRED on SQLite still passed.
+    """
     context = multiprocessing.get_context("spawn")
     workers = 3
     barrier, results = context.Barrier(workers), context.Queue()

@@ -169,7 +169,11 @@ def test_sigkill_at_random_points_loses_nothing_and_rereads_at_most_a_page_per_k
 ):
     """20 SIGKILLs at seeded random points (during start-up, mid-LIST, mid-commit, between
     pages) of a sync of 4,010 keys in pages of 50, restarted until it finishes; on SQLite
-    and PostgreSQL."""
+    and PostgreSQL.
+    Seen to fail when: not yet. `record_page` committing the cursor before the keys (two
+    transactions) survived its 20 kills on SQLite: the window is too narrow for random
+    kills; test_reliability_locks.py::test_a_sync_killed_while_its_page_waits_to_commit_
+    loses_nothing kills inside it and fails on that mutant."""
     rng = random.Random(20240611)
     url = db_url
     pages = reference_pages(big_bucket, "a/", 50)
