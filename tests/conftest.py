@@ -3,6 +3,12 @@
 PostgreSQL comes from `$TRACKER_TEST_PG_URL` (default: the local server at 127.0.0.1:5432,
 database `test`). Where none answers, PostgreSQL tests skip with the reason, unless
 `$TRACKER_REQUIRE_PG` is set (CI sets it), which turns that skip into a failure.
+
+Under pytest-xdist every worker has its own PostgreSQL database beside that one (created
+when the worker starts, dropped when it ends), its own SeaweedFS and its own moto servers:
+advisory locks are per database, not per schema, so tests on two workers would otherwise
+wait on each other's frontier and migration locks, and skip each other's counter
+compactions (`pg_try_advisory_xact_lock`).
 """
 
 from __future__ import annotations
@@ -12,29 +18,76 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.s3servers import MotoServer, temporary_bucket
+from tracker.errors import TrackerError
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tracker.store import Store
 
-PG_URL = os.environ.get("TRACKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BASE_PG_URL = os.environ.get(
+    "TRACKER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REQUIRE_PG = bool(os.environ.get("TRACKER_REQUIRE_PG"))
+
+#: "gw0", "gw1"... in a pytest-xdist worker; None in a plain run.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _worker_database(base: str) -> str:
+    """`test_gw0_<run>`: the run's id keeps two runs at once (two clones) apart."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8]
+    return f"{make_url(base).database}_{WORKER}_{run}"
+
+
+#: The database the tests use: the configured one, or this worker's own.
+PG_URL = (
+    make_url(BASE_PG_URL)
+    .set(database=_worker_database(BASE_PG_URL))
+    .render_as_string(hide_password=False)
+    if WORKER
+    else BASE_PG_URL
+)
 
 
 def _pg_unavailable() -> str | None:
     try:
-        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        engine = create_engine(BASE_PG_URL, connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         engine.dispose()
     except Exception as error:  # any failure means: no usable server
-        return f"PostgreSQL at {make_url(PG_URL).render_as_string()} unavailable: {error}"
+        return f"PostgreSQL at {make_url(BASE_PG_URL).render_as_string()} unavailable: {error}"
     return None
 
 
 _PG_SKIP_REASON = _pg_unavailable()
+
+
+def _admin_on_base() -> Engine:
+    # CREATE/DROP DATABASE cannot run in a transaction.
+    return create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if WORKER and _PG_SKIP_REASON is None:
+        admin = _admin_on_base()
+        database = make_url(PG_URL).database
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if WORKER and _PG_SKIP_REASON is None:
+        admin = _admin_on_base()
+        with admin.connect() as conn:  # FORCE: a leaked connection must not keep it
+            conn.execute(
+                text(f'DROP DATABASE IF EXISTS "{make_url(PG_URL).database}" WITH (FORCE)')
+            )
+        admin.dispose()
 
 
 def require_postgres() -> None:
@@ -87,9 +140,18 @@ def store(db_url) -> Iterator[Store]:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory) -> Iterator[SeaweedFS]:
-    """One SeaweedFS process for the whole run (it takes ~15 s to start)."""
-    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
+    """One SeaweedFS process for the whole run (per xdist worker; it takes ~15 s to start).
+
+    A second try on new ports if the first fails: another worker's server may have bound
+    one of the ports `free_port()` chose before this one did."""
+    try:
+        server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    except TrackerError:
+        server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
