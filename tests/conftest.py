@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -88,6 +89,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
                 text(f'DROP DATABASE IF EXISTS "{make_url(PG_URL).database}" WITH (FORCE)')
             )
         admin.dispose()
+
+
+#: How many xdist workers `-n auto` (pyproject's addopts) starts: the fastest on 2 cores,
+#: where most tests wait on servers, subprocesses and sleeps (README, "Tests").
+WORKERS = 4
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`WORKERS`, or none for `tests/unit` alone: starting workers would cost more than its
+    whole run. `PYTEST_XDIST_AUTO_NUM_WORKERS` overrides, as with xdist's own rule."""
+    if chosen := os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(chosen)
+    here = config.invocation_params.dir
+    paths = [(here / arg.split("::")[0]).resolve() for arg in config.args]
+    if paths and all(path.is_relative_to(UNIT) for path in paths):
+        return 0
+    return WORKERS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, the long tests first (the slow ones and the groups), so that no worker
+    starts a minute-long test when the others are about to finish. Every worker sorts its
+    (identical) collection the same way, as xdist requires; a plain run keeps file order."""
+    if WORKER:
+        items.sort(key=lambda item: not (item.get_closest_marker("slow") or _grouped(item)))
+
+
+def _grouped(item: pytest.Item) -> bool:
+    return item.get_closest_marker("xdist_group") is not None
 
 
 def require_postgres() -> None:
