@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,12 +110,23 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return WORKERS
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after xdist's own, which tags grouped tests' node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist, the long tests first (the slow ones and the groups), so that no worker
     starts a minute-long test when the others are about to finish. Every worker sorts its
     (identical) collection the same way, as xdist requires; a plain run keeps file order."""
-    if WORKER:
-        items.sort(key=lambda item: not (item.get_closest_marker("slow") or _grouped(item)))
+    if not WORKER:
+        return
+    if config.getvalue("loadgroup") and any(
+        _grouped(item) and "@" not in item.nodeid for item in items
+    ):  # the suite still passes, in minutes more: say why
+        warnings.warn(
+            "xdist_group marks are ignored by this pytest and pytest-xdist "
+            "(pytest-dev/pytest-xdist#1386): expensive module fixtures are built once per "
+            "worker; install the dev extra's pytest",
+            stacklevel=1,
+        )
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or _grouped(item)))
 
 
 def _grouped(item: pytest.Item) -> bool:
