@@ -13,6 +13,7 @@ compactions (`pg_try_advisory_xact_lock`).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 import warnings
@@ -113,7 +114,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 @pytest.hookimpl(trylast=True)  # after xdist's own, which tags grouped tests' node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist, the long tests first (the slow ones and the groups), so that no worker
-    starts a minute-long test when the others are about to finish. Every worker sorts its
+    starts a minute-long test when the others are about to finish, and the `alone` ones
+    last, when the other workers have little left to wait with. Every worker sorts its
     (identical) collection the same way, as xdist requires; a plain run keeps file order."""
     if not WORKER:
         return
@@ -126,11 +128,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "worker; install the dev extra's pytest",
             stacklevel=1,
         )
-    items.sort(key=lambda item: not (item.get_closest_marker("slow") or _grouped(item)))
+    items.sort(key=_order)
 
 
 def _grouped(item: pytest.Item) -> bool:
     return item.get_closest_marker("xdist_group") is not None
+
+
+def _order(item: pytest.Item) -> int:
+    if item.get_closest_marker("alone"):
+        return 2
+    return 0 if item.get_closest_marker("slow") or _grouped(item) else 1
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_beside_others(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under xdist, a test marked `alone` (a wall-clock bound, a one-second lease) runs
+    while no other worker runs a test: the others hold a shared lock, it an exclusive one.
+
+    A turnstile keeps it from starving: it takes the gate first, and a test that starts
+    meanwhile waits at the gate instead of joining the holders of the shared lock. The
+    files sit in the run's base temporary directory, which all its workers share."""
+    if not WORKER:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "alone.gate", "a") as gate, open(shared / "alone.lock", "a") as lock:
+        if request.node.get_closest_marker("alone"):
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:  # explicitly: a forked child of the test may hold the same files open
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 def require_postgres() -> None:
