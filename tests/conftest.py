@@ -73,18 +73,30 @@ def _admin_on_base() -> Engine:
     return create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
 
 
+_OWN_DATABASE = False
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global PG_URL, _OWN_DATABASE
     if WORKER and _PG_SKIP_REASON is None:
         admin = _admin_on_base()
         database = make_url(PG_URL).database
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{database}"'))
+            _OWN_DATABASE = True
+        except Exception as error:  # no CREATEDB right: share the one database
+            warnings.warn(f"{WORKER} shares {BASE_PG_URL}: {error}", stacklevel=1)
+            PG_URL = BASE_PG_URL
         admin.dispose()
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if WORKER and _PG_SKIP_REASON is None:
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Not in pytest_unconfigure: xdist ends a worker's process once the worker reports its
+    # session finished, which can be before that hook has run.
+    if _OWN_DATABASE:
         admin = _admin_on_base()
         with admin.connect() as conn:  # FORCE: a leaked connection must not keep it
             conn.execute(
