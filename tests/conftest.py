@@ -105,8 +105,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         admin.dispose()
 
 
-#: How many xdist workers `-n auto` (pyproject's addopts) starts: the fastest on 2 cores,
-#: where most tests wait on servers, subprocesses and sleeps (README, "Tests").
+#: How many xdist workers `-n auto` (pyproject's addopts) starts: twice the 2 cores it was
+#: chosen on, since most tests wait on servers, subprocesses and sleeps (README, "Tests").
 WORKERS = 4
 UNIT = Path(__file__).parent / "unit"
 
