@@ -342,6 +342,7 @@ def test_a_task_is_never_yielded_after_its_lease_expired_and_another_process_too
     assert_every_key_annotated_once_or_failed(recipes, keys)
 
 
+@pytest.mark.alone
 def test_keys_reset_and_rerun_on_the_same_dataset_are_shown_again_or_failed_never_served(
     recipes, s3, bucket
 ) -> None:
@@ -418,6 +419,7 @@ def test_a_task_prodigy_filters_never_makes_the_stream_wait_for_another_owners_l
     )
 
 
+@pytest.mark.alone
 def test_a_key_served_max_attempts_times_without_an_answer_fails_as_never_answered(
     recipes, s3, bucket
 ) -> None:

@@ -20,6 +20,9 @@ from tests.faultproxy import put_objects
 from tracker.models import ItemState
 from tracker.store import Store
 
+# One xdist worker runs this module, so its 10,000-object bucket is filled once.
+pytestmark = pytest.mark.xdist_group("reliability_concurrency")
+
 PROCESSES = 8
 KEYS = [f"img/{i:05d}.jpg" for i in range(10_000)]
 BUCKET = f"eight-{uuid.uuid4().hex[:12]}"

@@ -146,6 +146,7 @@ def test_sync_and_store_writes_wait_for_a_held_lock_and_lose_nothing(
         assert store.cursor(source).exhausted
 
 
+@pytest.mark.alone
 def test_readers_are_not_blocked_by_a_writer(sqlite_url, pg_url):
     """`tracker status` and `keys` answer at once while another process holds the write
     lock (SQLite WAL; PostgreSQL EXCLUSIVE mode lets readers through)."""

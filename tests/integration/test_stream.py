@@ -210,6 +210,7 @@ def test_on_exit_releases_unanswered_keys_only(start, s3, bucket, db_url) -> Non
     assert sum(s == ItemState.SERVED for s in by_state.values()) == 0
 
 
+@pytest.mark.alone
 def test_waits_for_other_owners_live_leases_then_serves_them_after_expiry(
     start, s3, bucket, db_url
 ) -> None:

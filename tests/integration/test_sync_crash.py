@@ -32,6 +32,9 @@ from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 from tracker.models import objects
 from tracker.store import Store
 
+# One xdist worker runs this module, so its 20,000-object bucket is filled once.
+pytestmark = pytest.mark.xdist_group("sync_crash")
+
 TRACKER = [sys.executable, "-m", "tracker"]
 SMALL = 4_010  # keys under a/ : 81 pages of 50 for the random-kill test
 TOTAL = 20_000  # keys in the bucket: 20 pages of 1,000 for the "Done when" test
