@@ -27,30 +27,61 @@ class MotoServer:
         self.port = free_port()
         self.log_path = log_dir / f"moto-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
+        """Start on `self.port`; on the first start, on another free port should that one
+        be taken meanwhile (a parallel test worker picks ports from the same pool)."""
+        for _ in range(5):
+            if self._launch():
+                self._started = True
+                return self
+            if self._started:  # a restart must keep the port: its clients hold the URL
+                break
+            self.port = free_port()
+        raise RuntimeError(f"moto_server did not start on port {self.port}; see {self.log_path}")
+
+    def _launch(self) -> bool:
+        """Run moto_server and wait until it listens; False when it exits first.
+
+        Readiness is moto's own "Running on" line for this port, not only an answer: on a
+        port that another worker's server took between `free_port()` and the bind, that
+        other server answers, and this one exits with "Address already in use".
+        """
         moto = Path(sys.executable).parent / "moto_server"
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
+            process = subprocess.Popen(
                 [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self.process = process
+        listening = f"Running on {self.endpoint_url}".encode()
         client = self.client(max_attempts=1)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.process = None
+                return False
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                bound = listening in log.read()
             try:
-                client.list_buckets()
-                return self
+                if bound:
+                    client.list_buckets()
+                    return True
             except Exception:
-                time.sleep(0.1)
-        raise RuntimeError(f"moto_server did not start; see {self.log_path}")
+                pass
+            time.sleep(0.1)
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

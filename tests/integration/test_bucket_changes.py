@@ -207,7 +207,9 @@ def test_a_parallel_pass_stopped_midway_marks_nothing_until_it_is_finished(
 
 def test_a_pass_killed_midway_marks_nothing(db_url, bucket, seaweedfs, tmp_path):
     """SIGKILL while the 3rd page of a --from-start pass is in flight: pages 1-2 are
-    committed, the pass is not complete, so no key is marked; the next full pass is."""
+    committed, the pass is not complete, so no key is marked; the next full pass is.
+    Seen to fail when: the lister calls `finish_pass` after every page, not only the
+    last (6 keys marked deleted after the kill)."""
     endpoint = seaweedfs.endpoint_url
     keys = [f"{i:02d}.jpg" for i in range(10)]
     put_objects(endpoint, bucket, keys)

@@ -148,7 +148,9 @@ def test_db_check_beside_a_writer_process_finds_no_difference(db_url):
 def test_a_write_between_the_counters_and_the_recount_is_not_a_difference(db_url, monkeypatch):
     """Deterministic: another connection commits a page, a claim and answers after `check`
     read the counters and before it recounts; both sides still see the same snapshot.
-    Seen failing with separate transactions (differences in listed, pending, served...)."""
+    Seen failing with separate transactions (differences in listed, pending, served...).
+    Seen to fail when: `Store.snapshot` no longer gives its reads one connection
+    (counters and recount read in separate transactions)."""
     build_state(db_url)
     with Store.open(db_url) as checked, Store.open(db_url) as writer:
         real = Store.recount_numbers

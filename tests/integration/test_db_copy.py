@@ -722,6 +722,7 @@ def _keys_in_order(url: str) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_scale_a_million_keys_copy_both_ways_within_a_minute(tmp_path, pg_url):
     """The scale test (runs in CI, not skipped): 1,000,000 keys recorded through the store's
     bulk path in big pages, a dataset with 3,000 items (leases and answers), copied SQLite

@@ -46,6 +46,9 @@ from tests.s3servers import MotoServer
 from tracker.cli import cli
 from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 
+# One worker runs them all, on one sandbox (its moto server and seeded state DB).
+pytestmark = pytest.mark.xdist_group("docs_examples")
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKERS = ("# needs real AWS", "# not run by the docs tests: ")

@@ -82,6 +82,9 @@ def test_prefix_spellings_name_one_source_and_overlapping_sources_are_refused(st
 
 
 def test_a_lease_is_confirmed_at_hand_over_only_while_its_token_still_holds_it(store):
+    """Seen to fail when: `_confirm` drops its `lease_token` check (A confirms a lease B
+    took).
+    """
     source, _ = _source_with(store, 3)
     ds = store.dataset(source, "ds", create=True)
     mine = store.claim(ds, "A", 3, SHORT)
@@ -149,6 +152,9 @@ def test_answers_from_the_recipe_are_recorded_only_for_keys_the_dataset_was_serv
 
 
 def test_a_second_live_registration_of_an_owner_is_refused_and_a_stale_one_taken_over(store):
+    """Seen to fail when: `register_owner` ignores `live` (no OwnerInUse); `heartbeat`
+    drops its token check (the taken-over process still heartbeats).
+    """
     first = store.register_owner("ds@h:8080", stale_after=timedelta(seconds=1))
     with pytest.raises(OwnerInUse, match="in use by a live process"):
         store.register_owner("ds@h:8080", stale_after=timedelta(seconds=1))
@@ -159,6 +165,9 @@ def test_a_second_live_registration_of_an_owner_is_refused_and_a_stale_one_taken
 
 
 def test_leases_of_an_owner_whose_heartbeat_stopped_are_claimable_before_they_expire(store):
+    """Seen to fail when: the claim skips `_expire_dead_owners` (the dead owner's four
+    keys stay leased).
+    """
     source, keys = _source_with(store, 4)
     ds = store.dataset(source, "ds", create=True)
     store.register_owner("dead@h:1", stale_after=timedelta(seconds=1))
@@ -184,6 +193,9 @@ def _hold_keys_then_wait(url: str, owner: str, ready) -> None:
 
 
 def test_a_restart_after_a_kill_takes_its_registration_and_keys_back_at_once(db_url):
+    """Seen to fail when: `register` never takes over a dead pid's registration on this
+    host (OwnerInUse at restart).
+    """
     with Store.open(db_url) as store:
         source, keys = _source_with(store, 5)
         ds = store.dataset(source, "ds", create=True)
@@ -240,6 +252,9 @@ class _Loader:
 def test_a_host_whose_clock_runs_minutes_ahead_takes_no_live_lease_on_postgresql(
     pg_url, monkeypatch
 ):
+    """Seen to fail when: `_now` is this host's clock on PostgreSQL too (the fast host
+    takes the three live leases).
+    """
     with Store.open(pg_url) as honest:
         source, _ = _source_with(honest, 3)
         ds = honest.dataset(source, "ds", create=True)
@@ -337,6 +352,9 @@ def test_a_page_recorded_beside_the_final_one_reads_the_cursor_under_a_lock(db_u
 
 
 def test_reset_listing_is_not_undone_by_a_lister_that_read_the_cursor_before(store):
+    """Seen to fail when: `record_page` moves the cursor whatever the generation it was
+    read under.
+    """
     src = store.source("bkt", create=True)
     store.record_page(src, [ListedObject("k1")], next_token="T1", last_key="k1", exhausted=False)
     before = store.cursor(src).generation

@@ -185,6 +185,9 @@ def test_new_sqlite_file_is_private_to_its_owner(tmp_path):
 
 
 def test_two_processes_creating_a_new_db_at_once_both_succeed(db_url):
+    """Seen to fail when: `upgrade_in` takes no advisory lock (PostgreSQL). The upgrade
+    begun DEFERRED on SQLite still passed.
+    """
     context = multiprocessing.get_context("spawn")
     workers = 3
     barrier, results = context.Barrier(workers), context.Queue()
@@ -223,6 +226,8 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+# The wheel is built once per worker that asks for it: one worker runs both tests.
+@pytest.mark.xdist_group("wheel")
 def test_wheel_ships_the_migrations(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "tracker/_migrations/env.py" in names
@@ -235,6 +240,7 @@ def test_wheel_ships_the_migrations(wheel):
     assert repo_versions and repo_versions <= versions
 
 
+@pytest.mark.xdist_group("wheel")
 def test_installed_wheel_creates_the_schema_from_its_own_migrations(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(

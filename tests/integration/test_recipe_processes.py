@@ -57,6 +57,9 @@ def read_until_holding(process: subprocess.Popen[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_two_recipe_processes_never_get_the_same_key(seaweedfs, bucket, db_url) -> None:
+    """Seen to fail when: `_claim_expired` also takes other owners' live leases ("a key
+    twice in one batch", SQLite).
+    """
     keys = put_images(seaweedfs.client(), bucket, [f"k{i:03d}.png" for i in range(120)])
     common = {"bucket": bucket, "state_db": db_url, "endpoint_url": seaweedfs.endpoint_url}
     # Both hold what they take: while leases hold, no key can go to both.
@@ -96,6 +99,9 @@ def test_two_annotating_processes_share_the_work_without_duplicates(
 def test_sigkilled_recipe_loses_nothing_its_keys_return_once_after_the_lease(
     seaweedfs, bucket, db_url
 ) -> None:
+    """Seen to fail when: `_claim_expired` never takes an expired lease (the survivor's
+    stream blocks with the victim's 10 keys out, SQLite).
+    """
     keys = put_images(seaweedfs.client(), bucket, [f"k{i:03d}.png" for i in range(30)])
     common = {"bucket": bucket, "state_db": db_url, "endpoint_url": seaweedfs.endpoint_url}
     lease = 3.0

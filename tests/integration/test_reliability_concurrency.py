@@ -20,6 +20,9 @@ from tests.faultproxy import put_objects
 from tracker.models import ItemState
 from tracker.store import Store
 
+# One xdist worker runs this module, so its 10,000-object bucket is filled once.
+pytestmark = pytest.mark.xdist_group("reliability_concurrency")
+
 PROCESSES = 8
 KEYS = [f"img/{i:05d}.jpg" for i in range(10_000)]
 BUCKET = f"eight-{uuid.uuid4().hex[:12]}"
@@ -35,6 +38,9 @@ def big_bucket(seaweedfs):  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_eight_processes_serve_every_key_exactly_once(big_bucket, db_url, s3_env):
+    """Seen to fail when: `_claim_expired` also takes other owners' live leases (4,830
+    keys served twice, PostgreSQL).
+    """
     started = time.monotonic()
     reports = run_processes(
         stream_and_answer,

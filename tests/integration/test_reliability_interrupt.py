@@ -23,6 +23,9 @@ import pytest
 from tracker.records import ListedObject
 from tracker.store import Store
 
+# One xdist worker runs this module, so its 200,000-key state DB is built once.
+pytestmark = pytest.mark.xdist_group("reliability_interrupt")
+
 KEYS = 200_000
 
 

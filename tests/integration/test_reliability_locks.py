@@ -92,6 +92,8 @@ def locked_db(request):  # type: ignore[no-untyped-def]
 def test_sync_and_store_writes_wait_for_a_held_lock_and_lose_nothing(
     locked_db, moto_server, s3_env
 ):
+    """Seen to fail when: SQLite's `busy_timeout` is 0 (the sync fails at once, in the
+    sqlite-begin-immediate case)."""
     url, lock = locked_db
     moto_server.client().create_bucket(Bucket="waits-db")
     put_objects(moto_server.endpoint_url, "waits-db", KEYS)
@@ -144,6 +146,7 @@ def test_sync_and_store_writes_wait_for_a_held_lock_and_lose_nothing(
         assert store.cursor(source).exhausted
 
 
+@pytest.mark.alone
 def test_readers_are_not_blocked_by_a_writer(sqlite_url, pg_url):
     """`tracker status` and `keys` answer at once while another process holds the write
     lock (SQLite WAL; PostgreSQL EXCLUSIVE mode lets readers through)."""
@@ -165,3 +168,67 @@ def test_readers_are_not_blocked_by_a_writer(sqlite_url, pg_url):
                 assert done.returncode == 0, done.stderr
             assert time.monotonic() - started < HOLD_S * 2
             assert done.stdout == "a.jpg\n"
+
+
+def test_a_sync_killed_while_its_page_waits_to_commit_loses_nothing(pg_url, moto_server, s3_env):
+    """The crash at the real race point, every time: `objects` is locked, so the sync's
+    first page stops inside its transaction, at the INSERT of its keys; SIGKILL it there.
+    Nothing of that page (keys or cursor) may stay, and the next sync lists every key.
+    PostgreSQL only (SQLite cannot stop a writer between two statements of one transaction).
+    Seen to fail when: `record_page` commits the cursor in one transaction and the keys in
+    a second (the cursor moved past page 1, whose 50 keys the resumed sync never lists);
+    the random SIGKILLs of test_sync_crash.py did not catch that mutant."""
+    moto_server.client().create_bucket(Bucket="killed-db")
+    put_objects(moto_server.endpoint_url, "killed-db", KEYS)
+    # Named, so that only its backend is watched (other tests share the server).
+    sync_url = f"{pg_url}&application_name=killed-sync"
+    command = [sys.executable, "-m", "tracker", "--db", sync_url, "sync", "s3://killed-db",
+               "--page-size", "50", "--endpoint-url", moto_server.endpoint_url]  # fmt: skip
+    Store.open(pg_url).close()  # the schema, as any earlier command would have made it
+    watcher = create_engine(pg_url)
+    try:
+        with pg_lock(pg_url, "table"), watcher.connect() as conn:
+            sync = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            waiting, deadline = None, time.monotonic() + 60
+            while waiting is None:
+                assert sync.poll() is None, sync.stderr.read() if sync.stderr else ""
+                assert time.monotonic() < deadline, "the sync never waited on the lock"
+                waiting = conn.execute(
+                    text(
+                        "SELECT a.pid, a.query, l.locktype, l.relation::regclass AS rel"
+                        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE NOT l.granted AND a.application_name = 'killed-sync'"
+                    )
+                ).first()
+                conn.rollback()  # pg_stat_activity is read once per transaction
+                time.sleep(0.05)
+            # the page, inside its transaction
+            assert "INSERT INTO objects" in waiting.query, (
+                waiting.locktype,
+                waiting.rel,
+                waiting.query,
+            )
+            sync.kill()
+            sync.wait(30)
+        # The lock is gone: the killed client's backend ends, rolling its transaction back.
+        with watcher.connect() as conn:
+            deadline = time.monotonic() + 30
+            while conn.execute(
+                text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": waiting.pid}
+            ).first():
+                assert time.monotonic() < deadline
+                conn.rollback()
+                time.sleep(0.05)
+    finally:
+        watcher.dispose()
+    with Store.open(pg_url) as store:
+        source = store.source("killed-db", create=True)
+        cursor = store.cursor(source)
+        assert (cursor.pages_listed, cursor.last_key) == (0, None), "half a page committed"
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    with Store.open(pg_url) as store:
+        source = store.source("killed-db")
+        dataset = store.dataset(source, "ds", create=True)
+        leases = store.claim(dataset, "o", 1000, timedelta(minutes=5))
+        assert sorted(lease.key for lease in leases) == sorted(KEYS), "a key was lost"

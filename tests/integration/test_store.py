@@ -235,6 +235,9 @@ def test_new_keys_after_exhaustion_reopen_the_listing(store, src, ds):
 
 
 def test_keys_and_cursor_commit_together_when_the_cursor_write_fails(store, src, ds, monkeypatch):
+    """Seen to fail when: `record_page` commits the keys and the cursor in two
+    transactions.
+    """
     add(store, src, ["a"], token="t1")
     real_update = store_module.update
 
@@ -253,6 +256,9 @@ def test_keys_and_cursor_commit_together_when_the_cursor_write_fails(store, src,
 
 
 def test_keys_and_cursor_commit_together_when_reading_the_cursor_fails(store, src, ds, monkeypatch):
+    """Seen to fail when: `record_page` commits the keys and the cursor in two
+    transactions.
+    """
     add(store, src, ["a"], token="t1")
 
     def failing_cursor(*args, **kwargs):

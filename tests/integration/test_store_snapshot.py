@@ -10,7 +10,8 @@ from tracker.store import Store
 
 
 def test_reads_in_a_snapshot_do_not_see_a_later_commit_and_other_threads_do(store, db_url):
-    """Seen failing with `_read` ignoring the snapshot (the second read saw 5 keys)."""
+    """Seen failing with `_read` ignoring the snapshot (the second read saw 5 keys).
+    Seen to fail when: `Store.snapshot` no longer gives its reads one connection."""
     source = store.source("bkt", "", create=True)
     store.record_page(source, listed(["a", "b"]), next_token=None, last_key=None, exhausted=False)
     seen_by_thread: list[tuple[int, int]] = []

@@ -188,6 +188,7 @@ def test_a_partial_batch_waits_only_briefly_for_other_owners(s3, bucket, db_url)
 def test_restart_serves_this_owners_keys_first_without_waiting_for_the_lease(
     start, s3, bucket
 ) -> None:
+    """Seen to fail when: `tasks` skips `reclaim` (the restart serves new keys first)."""
     put_images(s3, bucket, [f"k{i:02d}.png" for i in range(30)])
     first = start(lease="2h")
     held = [t["meta"]["key"] for t in first.next_batch()]
@@ -209,9 +210,13 @@ def test_on_exit_releases_unanswered_keys_only(start, s3, bucket, db_url) -> Non
     assert sum(s == ItemState.SERVED for s in by_state.values()) == 0
 
 
+@pytest.mark.alone
 def test_waits_for_other_owners_live_leases_then_serves_them_after_expiry(
     start, s3, bucket, db_url
 ) -> None:
+    """Seen to fail when: `_claim_expired` also takes other owners' live leases (the
+    second stream gets the first's 10 keys at once).
+    """
     put_images(s3, bucket, [f"k{i:02d}.png" for i in range(20)])
     other = start(owner="bob", lease="2s")
     bob_batch = other.next_batch()  # bob goes quiet

@@ -178,11 +178,13 @@ def moto_with_auth(moto_server, s3_env):  # type: ignore[no-untyped-def]
     for name in ("nobody", "reader"):
         iam.create_user(UserName=name)
         users[name] = iam.create_access_key(UserName=name)["AccessKey"]
+    # AWS authorises ListObjectsV2 as s3:ListBucket; moto 5.2 checks an action named after
+    # the operation (s3:ListObjectsV2). Granting both lets `reader` list on either.
     iam.put_user_policy(
         UserName="reader",
         PolicyName="list",
         PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
-        '"Action": "s3:ListBucket", "Resource": "*"}]}',
+        '"Action": ["s3:ListBucket", "s3:ListObjectsV2"], "Resource": "*"}]}',
     )
     # Enforce authentication and IAM policies from now on.
     import urllib.request

@@ -32,6 +32,9 @@ from tracker.locals3 import ACCESS_KEY, SECRET_KEY
 from tracker.models import objects
 from tracker.store import Store
 
+# One xdist worker runs this module, so its 20,000-object bucket is filled once.
+pytestmark = pytest.mark.xdist_group("sync_crash")
+
 TRACKER = [sys.executable, "-m", "tracker"]
 SMALL = 4_010  # keys under a/ : 81 pages of 50 for the random-kill test
 TOTAL = 20_000  # keys in the bucket: 20 pages of 1,000 for the "Done when" test
@@ -169,7 +172,11 @@ def test_sigkill_at_random_points_loses_nothing_and_rereads_at_most_a_page_per_k
 ):
     """20 SIGKILLs at seeded random points (during start-up, mid-LIST, mid-commit, between
     pages) of a sync of 4,010 keys in pages of 50, restarted until it finishes; on SQLite
-    and PostgreSQL."""
+    and PostgreSQL.
+    Seen to fail when: not yet. `record_page` committing the cursor before the keys (two
+    transactions) survived its 20 kills on SQLite: the window is too narrow for random
+    kills; test_reliability_locks.py::test_a_sync_killed_while_its_page_waits_to_commit_
+    loses_nothing kills inside it and fails on that mutant."""
     rng = random.Random(20240611)
     url = db_url
     pages = reference_pages(big_bucket, "a/", 50)
