@@ -194,6 +194,12 @@ def require_postgres() -> None:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL to a fresh, empty PostgreSQL schema, dropped after the test."""
+    yield from fresh_pg_schema()
+
+
+def fresh_pg_schema() -> Iterator[str]:
+    """Yields a URL to a new, empty PostgreSQL schema of the worker's database, and drops
+    it after (a fixture's body: `pg_url`, and a test's second schema)."""
     require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)

@@ -1940,6 +1940,8 @@ class Store:
                     "event_at": event.time,
                     "seen_pass": pass_seq,
                 }
+                # What is live now: S3's answer, the created version, or nothing.
+                current: Current | None = None
                 if decided is Verdict.ASK:
                     assert ask is not None
                     if event.key not in answers:
@@ -1947,22 +1949,14 @@ class Store:
                     current = answers[event.key]
                     if row is None and current is not None and not accepts(event.key, current.size):
                         continue  # e.g. a zero-byte object, which no listing takes either
-                    if current is not None:
-                        facts.update(
-                            size=current.size,
-                            etag=current.etag,
-                            version_id=current.version_id,
-                            last_modified=current.last_modified,
-                            deleted_at=None,
-                        )
-                    elif row is None or row.deleted_at is None:
-                        facts["deleted_at"] = now
                 elif event.change is Change.CREATED:
+                    current = Current(event.size, event.etag, event.version_id, event.time)
+                if current is not None:
                     facts.update(
-                        size=event.size,
-                        etag=event.etag,
-                        version_id=event.version_id,
-                        last_modified=event.time,
+                        size=current.size,
+                        etag=current.etag,
+                        version_id=current.version_id,
+                        last_modified=current.last_modified,
                         deleted_at=None,
                     )
                 elif row is None or row.deleted_at is None:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 import tracker.copy as copy_module
 from tests.cli_support import build_state, listed, run
-from tests.conftest import PG_URL, require_postgres
+from tests.conftest import fresh_pg_schema
 from tracker.copy import COUNTER_TABLES
 from tracker.db import alembic_config, create_db_engine
 from tracker.events import Change, ObjectEvent
@@ -285,18 +284,7 @@ DIRECTIONS = [
 @pytest.fixture
 def second_pg_url() -> Iterator[str]:
     """Another fresh PostgreSQL schema (`pg_url`'s twin): a PostgreSQL -> PostgreSQL copy."""
-    require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from fresh_pg_schema()
 
 
 def _direction_urls(direction: str, tmp_path: Path, request: Any) -> tuple[str, str]:
