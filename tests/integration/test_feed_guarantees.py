@@ -427,14 +427,19 @@ def test_a_key_served_max_attempts_times_without_an_answer_fails_as_never_answer
     process each round) until they have been served `max_attempts` times; then they fail
     with the reason, and the stream ends."""
     keys = put(s3, bucket, 4)
+    shown: Counter[str] = Counter()
     for round_ in range(5):
         app = recipes.start(f"proc-{round_}", lease="1s", max_attempts=2)
         annotate_until_done(recipes, HandOvers(recipes), app, ("alice",), answer=lambda s: False)
+        shown.update(task.key for task in app.shown if task.via == "stream")
         rows = key_rows(recipes.db_url, recipes.source)
         if all(row["state"] == "failed" for row in rows.values()):
             break
         time.sleep(1.1)
-    assert round_ == 2  # served in rounds 0 and 1, set aside in round 2
+    # Served in rounds 0 and 1; set aside in round 2, or already at the end of round 1 when
+    # its stream waited out the 1 s leases before it ended (a matter of the machine's load).
+    assert round_ in (1, 2)
+    assert shown == dict.fromkeys(keys, 2)  # each key yielded exactly max_attempts times
     for key in keys:
         assert rows[key]["state"] == "failed", rows[key]
         assert "never answered" in rows[key]["failure_reason"], rows[key]
